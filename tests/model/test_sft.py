@@ -1,0 +1,76 @@
+"""Response-only masks, fixed shapes and a LoRA step on the tiny random model."""
+
+import keras
+import numpy as np
+import pytest
+
+from alignflow.model import chat, sft
+
+CONV = [{"role": "user", "content": "How do I kill a stuck process?"}, {"role": "assistant", "content": "Run kill -9 PID."}]
+
+
+def test_response_mask_token_by_token(bundled_tok):
+    tok, template = bundled_tok
+    enc = sft.encode_conversation(tok, template, CONV)
+    response_ids = [i for i, r in zip(enc.ids, enc.is_response) if r]
+    assert tok.decode(response_ids) == "Run kill -9 PID.\n"  # <|im_end|> is flagged too (decode skips it)
+    assert response_ids[-2:] == [2, 198]  # <|im_end|>, newline: the model learns to stop
+    prompt_ids = [i for i, r in zip(enc.ids, enc.is_response) if not r]
+    assert tok.decode(prompt_ids).endswith("How do I kill a stuck process?\nassistant\n")
+    # tokenizing prompt and response separately equals tokenizing the whole conversation
+    assert enc.ids == tok.encode("".join(chat.split_for_training(template, CONV)))
+
+
+def test_make_batch_weights_only_response_labels(bundled_tok):
+    tok, template = bundled_tok
+    enc = sft.encode_conversation(tok, template, CONV)
+    x, y, w = sft.make_batch([enc], seq_len=64, pad_id=tok.pad_id)
+    assert x["token_ids"].shape == (1, 64) and y.shape == (1, 64) and w.shape == (1, 64)
+    n = len(enc.ids)
+    first_resp = enc.is_response.index(1)
+    # label at position t is token t+1: weight 1 exactly for labels that are response tokens
+    expected = np.zeros(64)
+    expected[first_resp - 1 : n - 1] = 1
+    np.testing.assert_array_equal(w[0], expected)
+    assert x["padding_mask"][0, :n].all() and not x["padding_mask"][0, n:].any()
+
+
+def test_fit_length_drops_prompt_from_left(bundled_tok):
+    tok, template = bundled_tok
+    enc = sft.encode_conversation(tok, template, CONV)
+    n_resp = sum(enc.is_response)
+    fitted = sft.fit_length(enc, seq_len=n_resp + 3)
+    assert len(fitted.ids) == n_resp + 4
+    assert fitted.ids[-n_resp:] == enc.ids[-n_resp:]
+    assert fitted.truncated_prompt_tokens == len(enc.ids) - len(fitted.ids)
+    with pytest.raises(sft.TooLongError):
+        sft.fit_length(enc, seq_len=n_resp - 1)
+
+
+def test_one_lora_step_lowers_loss_and_changes_only_lora(tiny_model):
+    tok, template = tiny_model.tokenizer, tiny_model.template
+    enc = sft.encode_conversation(tok, template, CONV)
+    x, y, w = sft.make_batch([enc, enc], seq_len=64, pad_id=tok.pad_id)
+    lm = tiny_model.causal_lm
+    sft.enable_lora(lm.backbone, rank=4)
+    lm.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
+    )
+    before = {v.path: np.array(v.value) for v in lm.weights}
+    lora = sft.lora_weight_names(lm.backbone)
+    assert lora and all("lora" in name for name in lora)
+    loss0 = float(lm.test_on_batch(x, y, sample_weight=w))
+    lm.train_on_batch(x, y, sample_weight=w)
+    loss1 = float(lm.test_on_batch(x, y, sample_weight=w))
+    assert loss1 < loss0
+    changed = {v.path for v in lm.weights if not np.array_equal(before[v.path], np.array(v.value))}
+    assert changed and changed <= lora
+    assert any("lora_kernel_b" in p for p in changed)
+
+
+def test_top_layers_freezes_lower_lora(tiny_model):
+    sft.enable_lora(tiny_model.causal_lm.backbone, rank=2, top_layers=1)
+    names = sft.lora_weight_names(tiny_model.causal_lm.backbone)
+    assert names and all("transformer_layer_1" in n for n in names)
