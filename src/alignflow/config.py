@@ -36,6 +36,14 @@ class PathsParams:
     policies: str = _f("data/policies.yaml", "Policies and use cases, declared once.")
     reports: str = _f("reports", "Folder of metrics JSON, plots and HTML reports.")
     base_model_report: str = _f("reports/base_model.json", "Output of the base_model stage.")
+    raw_sft: str = _f("data/raw/sft", "Folder of raw SFT JSON Lines files (*.jsonl).")
+    eval_dir: str = _f("data/eval", "Held-out eval sets: harmful, borderline, capability, calibration .jsonl.")
+    curated: str = _f("data/curated", "Curate output folder: train.parquet, val.parquet, quarantine.parquet.")
+    curate_report: str = _f("reports/curate.json", "Curation report (DVC metrics).")
+    coverage_plot: str = _f("reports/coverage.json", "Policy x use case coverage of the curated data (DVC plot).")
+    validate_dir: str = _f("reports/validate", "Great Expectations results JSON and Data Docs HTML.")
+    validate_report: str = _f("reports/validate.json", "Validation summary (DVC metrics).")
+    expectations: str = _f("expectations", "Folder of the Great Expectations suites kept in the repo.")
     mlflow_db: str = _f("mlflow.db", "Local MLflow SQLite store, used when MLFLOW_TRACKING_URI is unset.")
     mlflow_artifacts: str = _f("mlartifacts", "Local MLflow artifact folder for the SQLite store.")
 
@@ -74,6 +82,30 @@ class BaseModelParams:
 
 
 @dataclass(frozen=True)
+class CurateParams:
+    max_quarantine_share: float = _f(0.2, "The stage fails if more than this share of raw rows is quarantined.")
+    near_dup_threshold: float = _f(0.8, "Jaccard similarity at or above which two rows are near duplicates.")
+    shingle_words: int = _f(3, "Words per shingle for MinHash near-duplicate detection.")
+    num_perm: int = _f(128, "MinHash permutations.")
+    lsh_bands: int = _f(16, "LSH bands (num_perm / bands rows each); candidates are checked by exact Jaccard.")
+    contamination_ngram: int = _f(10, "A tuning prompt sharing any word n-gram of this length with an eval prompt is contaminated.")
+    contamination_threshold: float = _f(0.5, "Jaccard similarity to any eval prompt at or above which a row is contaminated.")
+    val_fraction: float = _f(0.1, "Share of each policy x use case cell held out for validation.")
+    num_proc: int = _f(2, "Processes for MinHash signatures (datasets.map num_proc).")
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    min_rows_per_cell: int = _f(8, "Minimum adversarial rows in every policy x use case cell (train + val).")
+    adversarial_share_min: float = _f(0.3, "Lowest allowed share of adversarial rows.")
+    adversarial_share_max: float = _f(0.7, "Highest allowed share of adversarial rows.")
+    min_prompt_chars: int = _f(8, "Shortest allowed user prompt, in characters.")
+    max_prompt_chars: int = _f(2000, "Longest allowed user prompt, in characters.")
+    min_response_chars: int = _f(10, "Shortest allowed response, in characters.")
+    max_response_chars: int = _f(4000, "Longest allowed response, in characters.")
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     experiment: str = _f("alignflow", "MLflow experiment name.")
 
@@ -85,6 +117,8 @@ class Config:
     model: ModelParams = _f(ModelParams(), "The base model.")
     generate: GenerateParams = _f(GenerateParams(), "Batched greedy generation.")
     base_model: BaseModelParams = _f(BaseModelParams(), "The base_model stage.")
+    curate: CurateParams = _f(CurateParams(), "The curate stage.")
+    validate: ValidateParams = _f(ValidateParams(), "The validate stage.")
     mlflow: MlflowParams = _f(MlflowParams(), "MLflow tracking.")
 
 

@@ -1,0 +1,101 @@
+"""DVC stage `curate`: raw SFT rows -> curated train/val splits, quarantine and a curation report.
+
+Every dropped row lands in quarantine.parquet with the filter that dropped it and why; rows in
+(non-blank raw lines) = rows out + rows quarantined, checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from alignflow import config, io, tracking
+from alignflow.config import Config
+from alignflow.data.curation import curate
+from alignflow.data.curation_report import build_report, coverage
+from alignflow.data.evalsets import held_out_prompts, read_eval_sets
+from alignflow.data.policies import load_policies
+from alignflow.data.records import read_jsonl
+
+log = logging.getLogger(__name__)
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+CURATED_SCHEMA = pa.schema([
+    ("id", pa.string()), ("messages", pa.list_(MESSAGE)), ("prompt", pa.string()), ("response", pa.string()),
+    ("policy", pa.string()), ("use_case", pa.string()), ("adversarial", pa.bool_()),
+    ("formulation", pa.string()), ("source", pa.string()), ("pii_replaced", pa.int32()), ("split", pa.string()),
+])
+QUARANTINE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("file", pa.string()), ("line", pa.int64()), ("field", pa.string()),
+    ("reason", pa.string()), ("filter", pa.string()), ("detail", pa.string()), ("raw", pa.string()),
+])
+
+
+class CurateError(RuntimeError):
+    """Curation cannot produce trustworthy output (no input, too much quarantined, rows lost)."""
+
+
+def run(cfg: Config) -> dict:
+    """Read raw rows and eval sets, curate, check the bounds, write outputs atomically, log to MLflow."""
+    import datasets
+    import mlflow
+
+    datasets.disable_caching()  # DVC is the cache; stale HF cache files can also pin num_proc (DESIGN.md)
+    policies = load_policies(cfg.paths.policies)
+    files = sorted(Path(cfg.paths.raw_sft).glob("*.jsonl"))
+    if not files:
+        raise CurateError(f"{cfg.paths.raw_sft}: no *.jsonl files to curate")
+    eval_ids, eval_prompts = held_out_prompts(read_eval_sets(cfg.paths.eval_dir))
+    rows, dropped, rows_in = read_jsonl(files, policies)
+    ds = datasets.Dataset.from_list(rows) if rows else None
+    result = curate(ds, eval_ids, eval_prompts, cfg.curate, cfg.seed) if ds is not None else None
+    kept = result.kept if result else {"prompt": [], "response": [], "policy": [], "use_case": [],
+                                       "adversarial": [], "split": [], "formulation": []}
+    dropped = dropped + (result.dropped if result else [])
+    report = build_report(rows_in, kept, dropped, result.pii if result else {}, policies)
+    if not report["conserved"]:
+        raise CurateError(f"row conservation broken: {rows_in} in, {report['rows_out']} out, {len(dropped)} quarantined")
+    if report["quarantined_share"] > cfg.curate.max_quarantine_share:
+        reasons = ", ".join(f"{k}: {v}" for k, v in report["quarantined_by_reason"].items())
+        raise CurateError(
+            f"{len(dropped)} of {rows_in} rows quarantined ({report['quarantined_share']:.1%} > "
+            f"curate.max_quarantine_share {cfg.curate.max_quarantine_share:.0%}): {reasons}"
+        )
+
+    with tracking.stage_run(cfg, "curate"):
+        write_outputs(cfg, kept, dropped)
+        io.write_json(cfg.paths.curate_report, report)
+        table = coverage(policies, kept["policy"], kept["use_case"], kept["adversarial"])
+        io.write_json(cfg.paths.coverage_plot, table)
+        mlflow.log_metrics({k: report[k] for k in ("rows_in", "rows_out", "rows_quarantined", "quarantined_share")})
+        mlflow.log_metrics({f"quarantined.{k}": v for k, v in report["quarantined_by_reason"].items()})
+        mlflow.log_metric("coverage.min_rows_per_cell", report["coverage"]["min_rows_per_cell"])
+        mlflow.log_artifact(cfg.paths.curate_report)
+        mlflow.log_artifact(cfg.paths.coverage_plot)
+    log.info("curated %d rows in: %d out (%s), %d quarantined (%s)", rows_in, report["rows_out"],
+             report["splits"], len(dropped), report["quarantined_by_reason"])
+    return report
+
+
+def write_outputs(cfg: Config, kept, dropped) -> None:
+    """train/val/quarantine Parquet files, swapped in as one folder."""
+    cols = CURATED_SCHEMA.names
+    with io.atomic_dir(cfg.paths.curated) as tmp:
+        for split in ("train", "val"):
+            part = kept.filter(lambda s, want=split: s == want, input_columns="split") if len(kept) else None
+            data = {c: part[c] for c in cols} if part is not None else {c: [] for c in cols}
+            pq.write_table(pa.table(data, schema=CURATED_SCHEMA), tmp / f"{split}.parquet")
+        q = {c: [getattr(d, c) for d in dropped] for c in QUARANTINE_SCHEMA.names}
+        pq.write_table(pa.table(q, schema=QUARANTINE_SCHEMA), tmp / "quarantine.parquet")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run(config.load())
+
+
+if __name__ == "__main__":
+    main()
