@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-STAGES = ("base_model",)
+STAGES = ("base_model", "curate", "validate", "tune")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -44,6 +44,11 @@ class PathsParams:
     validate_dir: str = _f("reports/validate", "Great Expectations results JSON and Data Docs HTML.")
     validate_report: str = _f("reports/validate.json", "Validation summary (DVC metrics).")
     expectations: str = _f("expectations", "Folder of the Great Expectations suites kept in the repo.")
+    tuned: str = _f("models/tuned", "Tune output: adapter/ (LoRA weights + config) and merged/ (keras-hub preset).")
+    checkpoints: str = _f("checkpoints/tune", "Training checkpoints (kept across runs by DVC: persist).")
+    tune_report: str = _f("reports/tune.json", "Training metrics (DVC metrics).")
+    tune_curve: str = _f("reports/tune_curve.json", "Training loss per step (DVC plot).")
+    tune_val_curve: str = _f("reports/tune_val_curve.json", "Validation loss per epoch (DVC plot).")
     mlflow_db: str = _f("mlflow.db", "Local MLflow SQLite store, used when MLFLOW_TRACKING_URI is unset.")
     mlflow_artifacts: str = _f("mlartifacts", "Local MLflow artifact folder for the SQLite store.")
 
@@ -106,6 +111,21 @@ class ValidateParams:
 
 
 @dataclass(frozen=True)
+class TuneParams:
+    seq_len: int = _f(256, "Tokens per training sequence; longer prompts are truncated from the left.")
+    batch_size: int = _f(4, "Sequences per step (fixed shape: the last batch is padded with zero-weight rows).")
+    epochs: int = _f(1, "Passes over the training split.")
+    max_steps: int = _f(0, "Stop after this many steps (0: no cap).")
+    learning_rate: float = _f(1e-3, "Peak AdamW learning rate (after warm-up, then cosine decay).")
+    warmup_steps: int = _f(10, "Linear warm-up steps.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    clip_norm: float = _f(1.0, "Global gradient-norm clip.")
+    lora_rank: int = _f(8, "LoRA rank (query and value projections).")
+    lora_top_layers: int = _f(0, "Train LoRA only in the top k transformer layers (0: all layers).")
+    checkpoint_every: int = _f(25, "Save a resumable checkpoint every N steps.")
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     experiment: str = _f("alignflow", "MLflow experiment name.")
 
@@ -119,6 +139,7 @@ class Config:
     base_model: BaseModelParams = _f(BaseModelParams(), "The base_model stage.")
     curate: CurateParams = _f(CurateParams(), "The curate stage.")
     validate: ValidateParams = _f(ValidateParams(), "The validate stage.")
+    tune: TuneParams = _f(TuneParams(), "The tune stage.")
     mlflow: MlflowParams = _f(MlflowParams(), "MLflow tracking.")
 
 

@@ -23,13 +23,14 @@ def setup(cfg: Config) -> str:
     import mlflow
 
     uri = tracking_uri(cfg)
+    local = not os.environ.get("MLFLOW_TRACKING_URI")  # read before set_tracking_uri, which sets it
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
     if exp is not None:
         exp_id = exp.experiment_id
     else:
         artifacts = None
-        if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if local:
             artifacts = Path(cfg.paths.mlflow_artifacts).resolve().as_uri()
         exp_id = mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts)
     mlflow.set_experiment(experiment_id=exp_id)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import mlflow
 import pandas as pd
@@ -126,6 +127,8 @@ def test_clean_data_passes(setup, tmp_path):
     run = last_run(tmp_path)
     assert run.info.status == "FINISHED" and run.data.metrics["passed"] == 1.0
     assert run.data.metrics["curated_sft.evaluated"] == report["suites"]["curated_sft"]["evaluated"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"results.json", "data_docs", "config.json"} <= artifacts
 
 
 def test_report_is_deterministic(setup, tmp_path):
@@ -212,6 +215,20 @@ def test_main_exits_nonzero_with_message(setup, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as err:
         validate.main()
     assert "curated_sft.unique_ids" in str(err.value.code) and "adv-01" in str(err.value.code)
+
+
+@pytest.mark.parametrize("text, found", [
+    ("Mail jane.doe@example.co.uk today", "email"), ("Call 555-123-4567 or (020) 7946 0958", "phone"),
+    ("Ring +447700900123", "phone"), ("Server at 192.168.0.12.", "ipv4"), ("Pay with 4111 1111 1111 1111", "card"),
+    ("Pay with 4111111111111111.", "card"), ("Ask at [EMAIL], [PHONE], [IP] or [CARD].", None),
+    ("0.1 + 0.2 gives 0.30000000000000004 in floats", None), ("Python 3.11.2 came out in 2023-02-08", None),
+    ("Between 1914 and 1918, 10,000,000 soldiers died", None),
+])
+def test_pii_patterns(repo_root, text, found):
+    suite = json.loads((repo_root / "expectations/curated_sft.json").read_text())
+    patterns = {e["meta"]["name"]: e["kwargs"]["regex"] for e in suite["expectations"] if "regex" in e["kwargs"]}
+    hits = {name.split("_")[1] for name, rx in patterns.items() if name.endswith("_in_response") and re.search(rx, text)}
+    assert hits == ({found} if found else set())
 
 
 def test_suites_fill_placeholders_and_reject_unknown(repo_root, tmp_path):

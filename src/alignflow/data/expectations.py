@@ -7,6 +7,8 @@ Values owned by params.yaml (`validate:`) or the policies file are written as pl
 Every suite names in `meta.frame` the frame it validates; every expectation carries a stable
 `meta.name` (used in failure messages and the report) and an explicit `severity`, critical or warning,
 because GX would silently default a missing one to critical.
+The frames the suites name are built here too (`build_frames`), so the columns a suite refers to and the
+code that derives them sit side by side.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
+import pandas as pd
 
 from alignflow.config import ValidateParams
 from alignflow.data.policies import Policies
 
 PLACEHOLDER = re.compile(r"\$[a-z_]+")
 SEVERITIES = ("critical", "warning")
+FRAMES = ("curated", "coverage", "eval")  # what `meta.frame` may name: the keys of build_frames()
 
 
 class SuiteError(ValueError):
@@ -67,9 +71,9 @@ def fill(node: Any, values: dict[str, Any], where: str) -> Any:
 
 
 def check_suite(raw: Any, where: str) -> None:
-    """Raise SuiteError unless `raw` has a name, meta.frame, and named expectations with a severity."""
-    if not isinstance(raw, dict) or not raw.get("name") or not (raw.get("meta") or {}).get("frame"):
-        raise SuiteError(f"{where}: a suite needs 'name' and 'meta.frame'")
+    """Raise SuiteError unless `raw` has a name, a known meta.frame, and named expectations with a severity."""
+    if not isinstance(raw, dict) or not raw.get("name") or (raw.get("meta") or {}).get("frame") not in FRAMES:
+        raise SuiteError(f"{where}: a suite needs 'name' and 'meta.frame' (one of {', '.join(FRAMES)})")
     names = [(e.get("meta") or {}).get("name") for e in raw.get("expectations", [])]
     for i, e in enumerate(raw.get("expectations", [])):
         if not names[i] or e.get("severity") not in SEVERITIES:
@@ -90,3 +94,26 @@ def build_suites(raw_suites: dict[str, dict], p: ValidateParams, policies: Polic
         except (TypeError, ValueError) as exc:  # GX rejects unknown types and kwargs (pydantic errors)
             raise SuiteError(f"{where}: {exc}") from exc
     return suites
+
+
+def normalise(text: object) -> str:
+    """Lower-cased, whitespace collapsed: how prompts are compared for duplicates and eval overlap."""
+    return " ".join(str(text).lower().split())
+
+
+def column(df: pd.DataFrame, name: str) -> pd.Series:
+    """`df[name]`, or all nulls when the column is missing (the schema expectation then reports it)."""
+    return df[name] if name in df else pd.Series(None, index=df.index, dtype=object)
+
+
+def build_frames(curated: pd.DataFrame, evals: pd.DataFrame, policies: Policies) -> dict[str, pd.DataFrame]:
+    """The frames the suites validate (by `meta.frame`): curated rows + derived columns, coverage, eval rows."""
+    curated = curated.copy()
+    eval_norm = column(evals, "prompt").dropna().map(normalise)
+    eval_ids = dict(zip(eval_norm, column(evals, "id")[eval_norm.index]))
+    curated["prompt_norm"] = column(curated, "prompt").map(normalise, na_action="ignore")
+    curated["eval_overlap"] = curated["prompt_norm"].map(eval_ids)  # the eval id it equals, else null
+    adv = curated[column(curated, "adversarial").eq(True)]
+    counts = adv.groupby([column(adv, "policy"), column(adv, "use_case")]).size().to_dict()
+    cells = [{"id": f"{p} x {u}", "policy": p, "use_case": u, "rows": int(counts.get((p, u), 0))} for p, u in policies.cells]
+    return {"curated": curated, "coverage": pd.DataFrame(cells), "eval": evals}

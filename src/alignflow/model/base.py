@@ -155,6 +155,13 @@ def load_model(params: ModelParams) -> ChatModel:
         if not path.exists():
             raise ModelLoadError(f"{path}: GGUF file not found")
         return load_gguf_model(path, path.stem, params.dtype, params.chat_template)
+    if Path(base).is_dir():
+        from alignflow.model import artifacts  # (imports this module)
+
+        if (Path(base) / artifacts.MERGED_META).exists():
+            return artifacts.load_merged(Path(base))
+        if (Path(base) / artifacts.ADAPTER_META).exists():
+            return artifacts.load_adapter(Path(base), params)
     if Path(base).is_dir() or base.startswith(HUB_PREFIXES) or "/" not in base:
         return load_preset_model(base, params.dtype, params.chat_template)
     raise ModelLoadError(f"model.base '{base}': not a bundled name, .gguf file, preset folder or hub handle")

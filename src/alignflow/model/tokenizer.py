@@ -9,7 +9,9 @@ For keras-hub presets (Gemma, Llama 3 ...) the preset's own keras-hub tokenizer 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, Sequence
 
 GGUF_TOKEN_TYPE_CONTROL = 3  # gguf.TokenType.CONTROL: special tokens never produced by BPE
@@ -71,6 +73,19 @@ class BPETokenizer:
     @property
     def vocabulary_size(self) -> int:
         return len(self.tokens)
+
+    def save(self, path) -> None:
+        """Write the tokenizer tables as one JSON file (reloaded by `load`)."""
+        data = {"format": "alignflow-bpe-v1", "tokens": self.tokens, "merges": self.merges,
+                "special_tokens": self.special_tokens, "pad_id": self.pad_id, "stop_ids": list(self.stop_ids)}
+        Path(path).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path) -> "BPETokenizer":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("format") != "alignflow-bpe-v1":
+            raise ValueError(f"{path}: not an alignflow tokenizer file")
+        return cls(data["tokens"], data["merges"], data["special_tokens"], data["pad_id"], tuple(data["stop_ids"]))
 
     def token_to_id(self, token: str) -> int:
         return self._tok.token_to_id(token)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from great_expectations.data_context.types.base import (
 
 from alignflow import config, io, tracking
 from alignflow.config import Config, ValidateParams
-from alignflow.data.expectations import build_suites, read_suites
+from alignflow.data.expectations import build_frames, build_suites, read_suites
 from alignflow.data.policies import Policies, load_policies
 
 log = logging.getLogger(__name__)
@@ -47,24 +48,6 @@ class Validation:
     failures: list[str]  # one line per failed critical expectation
 
 
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def build_frames(curated: pd.DataFrame, evals: pd.DataFrame, policies: Policies) -> dict[str, pd.DataFrame]:
-    """The frames the suites validate (by `meta.frame`): curated rows + derived columns, coverage, eval rows."""
-    curated = curated.copy()
-    col = lambda df, c: df[c] if c in df else pd.Series(None, index=df.index, dtype=object)  # noqa: E731
-    eval_norm = col(evals, "prompt").dropna().map(normalise)
-    eval_ids = dict(zip(eval_norm, col(evals, "id")[eval_norm.index]))
-    curated["prompt_norm"] = col(curated, "prompt").map(normalise, na_action="ignore")
-    curated["eval_overlap"] = curated["prompt_norm"].map(eval_ids)  # the eval id it equals, else null
-    adv = curated[col(curated, "adversarial").eq(True)]
-    counts = adv.groupby([col(adv, "policy"), col(adv, "use_case")]).size().to_dict()
-    cells = [{"id": f"{p} x {u}", "policy": p, "use_case": u, "rows": int(counts.get((p, u), 0))} for p, u in policies.cells]
-    return {"curated": curated, "coverage": pd.DataFrame(cells), "eval": evals}
-
-
 def gx_context(docs_dir: Path):
     """An in-memory GX context (nothing written but Data Docs, no analytics, no progress bars)."""
     site = {"class_name": "SiteBuilder", "show_how_to_buttons": False,
@@ -75,19 +58,40 @@ def gx_context(docs_dir: Path):
     return gx.get_context(mode="ephemeral", project_config=project)
 
 
+def plain(value):
+    """A numpy scalar as its Python value (so messages read rows=0, not rows=np.int64(0))."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
+
+
+def excerpt(value, regex: str | None):
+    """A long text cut to where `regex` matches it (or its start), so the message shows the offending part."""
+    if not isinstance(value, str) or len(value) <= 120:
+        return value
+    start = max(0, m.start() - 40) if regex and (m := re.search(regex, value)) else 0
+    return ("..." if start else "") + value[start:start + 117] + "..."
+
+
+def error_of(info: dict) -> str | None:
+    """GX's exception message, found at the top of exception_info or nested per metric."""
+    if info.get("raised_exception"):
+        return info.get("exception_message")
+    return next((v["exception_message"] for v in info.values() if isinstance(v, dict) and v.get("exception_message")), None)
+
+
 def describe(suite: str, r) -> str:
     """One line for a failed expectation: its name, what it checks, and an offending row (id and value)."""
     cfg, res = r.expectation_config, r.result or {}
     column = cfg.kwargs.get("column") or cfg.kwargs.get("column_A") or "table"
     head = f"{suite}.{cfg.meta['name']} ({cfg.type} on {column})"
-    if (r.exception_info or {}).get("raised_exception") or not res:
-        return f"{head}: could not be evaluated: {json.dumps(r.exception_info, default=str)[:300]}"
+    error = error_of(r.exception_info or {})
+    if error or not res:
+        return f"{head}: could not be evaluated: {error}"
     rows = res.get("partial_unexpected_index_list") or []
     if rows:
-        value = rows[0].get(column)
-        value = value[:117] + "..." if isinstance(value, str) and len(value) > 120 else value
+        value = excerpt(plain(rows[0].get(column)), cfg.kwargs.get("regex"))
         return f"{head}: {res.get('unexpected_count')} row(s), e.g. id={rows[0].get('id')!r} {column}={value!r}"
-    return f"{head}: observed {res.get('observed_value')}"
+    missing = ((res.get("details") or {}).get("mismatched") or {}).get("missing")
+    return f"{head}: missing columns {missing}" if missing else f"{head}: observed {plain(res.get('observed_value'))}"
 
 
 def validate(curated: pd.DataFrame, evals: pd.DataFrame, p: ValidateParams, policies: Policies,
@@ -97,20 +101,23 @@ def validate(curated: pd.DataFrame, evals: pd.DataFrame, p: ValidateParams, poli
     context = gx_context(docs_dir)
     source = context.data_sources.add_pandas("alignflow")
     results, summary, failures, failed = {}, {"suites": {}}, [], []
+    # Each suite has its own frame, and a Checkpoint hands one batch_parameters to all its definitions:
+    # so each ValidationDefinition runs on its own (storing its result), and Data Docs are built once after.
     for suite in build_suites(raw_suites, p, policies):
         batch = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("whole")
         definition = gx.ValidationDefinition(name=suite.name, data=batch, suite=context.suites.add(suite))
         definition = context.validation_definitions.add(definition)
         result = definition.run(batch_parameters={"dataframe": frames[suite.meta["frame"]]}, result_format=RESULT_FORMAT)
         results[suite.name] = result.to_json_dict()
-        bad = [r for r in result.results if not r.success]
-        critical = [r for r in bad if r.expectation_config.severity == "critical"]
-        summary["suites"][suite.name] = {"evaluated": len(result.results), "failed": len(bad),
-                                         "failed_critical": len(critical), "success": bool(result.success)}
-        failed += [f"{suite.name}.{r.expectation_config.meta['name']} ({r.expectation_config.severity.value})" for r in bad]
-        failures += [describe(suite.name, r) for r in critical]
-        for r in bad:
-            log.log(logging.ERROR if r in critical else logging.WARNING, "%s", describe(suite.name, r))
+        bad = [(r, getattr(r.expectation_config.severity, "value", r.expectation_config.severity))
+               for r in result.results if not r.success]
+        for r, severity in bad:
+            failed.append(f"{suite.name}.{r.expectation_config.meta['name']} ({severity})")
+            line = describe(suite.name, r)
+            failures += [line] if severity == "critical" else []
+            log.log(logging.ERROR if severity == "critical" else logging.WARNING, "%s", line)
+        summary["suites"][suite.name] = {"evaluated": len(result.results), "failed": len(bad), "success": bool(result.success),
+                                         "failed_critical": sum(s == "critical" for _, s in bad)}
     context.build_data_docs()
     summary.update(passed=not failures, failed=sorted(failed))
     return Validation(results, summary, sorted(failures))

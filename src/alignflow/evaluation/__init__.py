@@ -1,0 +1,1 @@
+"""Statistics for comparing a base and a tuned model on held-out prompts."""
