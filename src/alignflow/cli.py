@@ -8,7 +8,7 @@ import importlib
 import logging
 import sys
 
-STAGES = ("base_model", "curate", "validate", "tune")
+STAGES = ("base_model", "curate", "validate", "tune", "evaluate", "register")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one pipeline stage (what dvc.yaml calls)")
     r.add_argument("stage", choices=STAGES, help="stage name")
 
+    sub.add_parser("reevaluate", help="re-evaluate the registered champion on the current eval sets and gates")
     sub.add_parser("params", help="list every params.yaml key with its default and help")
     return p
 
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.params)
         if args.command == "chat":
             return _chat(args, cfg)
+        if args.command == "reevaluate":
+            from alignflow.registry.reevaluate import reevaluate_champion
+
+            reevaluate_champion(cfg)
+            return 0
         if args.command == "run":
             importlib.import_module(f"alignflow.stages.{args.stage}").run(cfg)
             return 0

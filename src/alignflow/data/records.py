@@ -6,7 +6,15 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+try:  # installed with dvc and prefect (requirements.lock); optional: json gives the same rows, slower
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None
 
 from alignflow.data.policies import BENIGN, Policies
 
@@ -22,6 +30,8 @@ FIELDS: dict[str, type] = {
 }
 OPTIONAL_FIELDS: dict[str, type] = {"formulation": str}
 FORMULATIONS = ("direct", "role_play", "hypothetical", "step_by_step", "polite_pretext", "code_request")
+_KNOWN_FIELDS = frozenset(FIELDS) | frozenset(OPTIONAL_FIELDS)
+_MESSAGE_KEYS = frozenset(("role", "content"))
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ def check_row(obj: Any, policies: Policies) -> tuple[str, str | None, str] | Non
     for name, tp in OPTIONAL_FIELDS.items():
         if obj.get(name) is not None and not isinstance(obj[name], tp):
             return "schema", name, f"expected {tp.__name__}, got {type(obj[name]).__name__}"
-    unknown = sorted(set(obj) - set(FIELDS) - set(OPTIONAL_FIELDS))
+    unknown = sorted(obj.keys() - _KNOWN_FIELDS)
     if unknown:
         return "schema", unknown[0], f"unknown field '{unknown[0]}'"
     if not obj["id"].strip():
@@ -66,7 +76,7 @@ def check_row(obj: Any, policies: Policies) -> tuple[str, str | None, str] | Non
     if len(messages) < 2:
         return "schema", "messages", f"expected at least a user and an assistant message, got {len(messages)}"
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or set(m) != {"role", "content"}:
+        if not isinstance(m, dict) or m.keys() != _MESSAGE_KEYS:
             return "schema", f"messages[{i}]", "expected an object with exactly 'role' and 'content'"
         if m["role"] not in ("system", "user", "assistant"):
             return "schema", f"messages[{i}].role", f"unknown role {m['role']!r:.30}"
@@ -87,12 +97,58 @@ def check_row(obj: Any, policies: Policies) -> tuple[str, str | None, str] | Non
     return None
 
 
+def parse_line(raw: bytes, policies: Policies) -> tuple[dict | None, str | None, tuple[str, str | None, str] | None]:
+    """One non-blank raw line -> (row, id, problem).
+
+    `row` is the parsed object when it meets the contract (else None), `id` its id when readable, and
+    `problem` (reason, field, detail) why it does not. Duplicate ids need the whole file: see read_jsonl.
+    """
+    if orjson is not None:
+        # orjson parses ~3x faster than json. A row that meets the contract holds only strings, bools,
+        # lists and objects, where both parsers agree (they differ on NaN, huge numbers, lone
+        # surrogates); anything else (invalid UTF-8 included) goes the json way for its exact error.
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and check_row(obj, policies) is None:
+            return obj, obj["id"], None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, None, ("invalid_utf8", None, f"invalid UTF-8 at byte {exc.start}")
+    try:
+        obj = json.loads(text.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        return None, None, ("malformed_json", None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+    problem = check_row(obj, policies)
+    return (None if problem else obj), rid, problem
+
+
+def raw_text(raw: bytes) -> str:
+    """What quarantine keeps of a raw line: the decoded text without its line ending."""
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace").rstrip("\n")
+
+
+def log_dropped(dropped: list[Dropped]) -> None:
+    for d in dropped[:20]:
+        log.warning("quarantined %s", d.where())
+    if len(dropped) > 20:
+        log.warning("... and %d more quarantined rows (see the quarantine output)", len(dropped) - 20)
+
+
 def read_jsonl(
     files: Iterable[Path], policies: Policies, root: Path | None = None
 ) -> tuple[list[dict], list[Dropped], int]:
     """Parse and check every non-blank line; returns (rows, dropped, rows_in).
 
     Rows carry `_file` and `_line` for later reports. Duplicate ids keep the first occurrence.
+    The curate stage reads through `read_lines` and checks rows in parallel (alignflow.data.curation);
+    this is the same contract, one row at a time.
     """
     rows: list[dict] = []
     dropped: list[Dropped] = []
@@ -105,31 +161,51 @@ def read_jsonl(
                 if not raw.strip():
                     continue
                 rows_in += 1
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    dropped.append(Dropped(name, lineno, "invalid_utf8", "load", f"invalid UTF-8 at byte {exc.start}",
-                                           raw.decode("utf-8", errors="replace").rstrip("\n")))
-                    continue
-                text = text.rstrip("\r\n")
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    dropped.append(Dropped(name, lineno, "malformed_json", "load", f"invalid JSON: {exc.msg} (column {exc.colno})", text))
-                    continue
-                rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
-                problem = check_row(obj, policies)
+                obj, rid, problem = parse_line(raw, policies)
                 if problem:
                     reason, field, detail = problem
-                    dropped.append(Dropped(name, lineno, reason, "load", detail, text, rid, field))
+                    dropped.append(Dropped(name, lineno, reason, "load", detail, raw_text(raw), rid, field))
                     continue
                 if rid in seen:
-                    dropped.append(Dropped(name, lineno, "duplicate_id", "load", f"id '{rid}' already used at {seen[rid]}", text, rid, "id"))
+                    dropped.append(Dropped(name, lineno, "duplicate_id", "load", f"id '{rid}' already used at {seen[rid]}",
+                                           raw_text(raw), rid, "id"))
                     continue
                 seen[rid] = f"{name}:{lineno}"
-                rows.append({**obj, "formulation": obj.get("formulation"), "_file": name, "_line": lineno, "_raw": text})
-    for d in dropped[:20]:
-        log.warning("quarantined %s", d.where())
-    if len(dropped) > 20:
-        log.warning("... and %d more quarantined rows (see the quarantine output)", len(dropped) - 20)
+                rows.append({**obj, "formulation": obj.get("formulation"), "_file": name, "_line": lineno,
+                             "_raw": raw_text(raw)})
+    log_dropped(dropped)
     return rows, dropped, rows_in
+
+
+# bytes.strip() removes exactly these; a line made only of them is blank (not a row).
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[list(b" \t\n\r\x0b\x0c")] = True
+
+
+def read_lines(files: Sequence[Path], root: Path | None = None) -> tuple[pa.Table, list[str]]:
+    """Every non-blank line of `files` as a table, for parsing in parallel: `file` (index into the
+    returned names), `line` (1-based number) and `raw` (the line's bytes, newline included).
+
+    Lines are found with numpy on each file's bytes, without a Python object per line.
+    """
+    names, parts = [], []
+    for k, path in enumerate(files):
+        names.append(str(path.relative_to(root)) if root else str(path))
+        data = Path(path).read_bytes()
+        buf = np.frombuffer(data, dtype=np.uint8)
+        starts = np.concatenate([[0], np.flatnonzero(buf == 10) + 1])  # 10 = b"\n"
+        bounds = np.concatenate([starts, [len(buf)]]) if starts[-1] < len(buf) else starts
+        # A line is blank when it has no byte outside bytes.strip()'s set (the newline is in the set).
+        # Only lines that start with such a byte can be blank: check those (few) byte by byte.
+        solid = ~_ASCII_SPACE[buf[bounds[:-1]]]
+        for i in np.flatnonzero(~solid):
+            solid[i] = bool(data[bounds[i]:bounds[i + 1]].strip())
+        keep = np.flatnonzero(solid)
+        lines = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(bounds) - 1,
+                                                 [None, pa.py_buffer(bounds.astype(np.int64)), pa.py_buffer(data)])
+        if len(keep) < len(lines):  # else zero-copy: the rows are views of `data`
+            lines = lines.take(pa.array(keep))
+        parts.append(pa.table({"file": pa.array(np.full(len(keep), k, dtype=np.int32)),
+                               "line": pa.array(keep + 1, type=pa.int64()), "raw": lines}))
+    schema = pa.schema([("file", pa.int32()), ("line", pa.int64()), ("raw", pa.large_binary())])
+    return (pa.concat_tables(parts) if parts else schema.empty_table()), names

@@ -2,7 +2,10 @@
 
 It is trained on the curated SFT responses (an adversarial row's safe response = refusal, a benign row's
 helpful response = compliance) and never on calibration.jsonl, so calibration measures it out of sample.
-Saved with skops, which loads only allow-listed types (no pickle code execution), plus a JSON card.
+Its blind spot: curated refusals are about harmful topics and curated compliances about benign ones,
+so it partly learns topic; it calls some harmful-topic compliances refusals (9 of 66 on calibration).
+Saved with skops, which loads only allow-listed types (no pickle code execution), plus a JSON card;
+the .skops zip embeds write times, so its bytes differ between saves while `version` does not.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The recommended judge: lexical cues where they fire, the learned classifier where they are silent.
+"""Lexical cues where they fire, the learned classifier where they are silent.
 
 The lexical judge is precise when one of its cues matches, but with no cue its "compliance" is only its
-prior (BIAS); the classifier, trained on the curated SFT responses, is a better prior there. When any
-cue fires the lexical score stands: the classifier alone confuses harmful *topics* with refusals
-(calibration: 9 of 66 compliances called refusals), which the cues do not.
+prior (BIAS); this judge asks the classifier there instead. It scores 132/132 on calibration.jsonl
+(lexical 131/132), but the classifier confuses harmful *topics* with refusals: on 65 hand-labelled
+SmolLM2-135M answers to held-out harmful/borderline prompts (few stock phrases, so few cues) it made 6
+errors, the lexical judge 1 (3 before its incapacity cues were added). A second opinion, not the primary.
 """
 
 from __future__ import annotations

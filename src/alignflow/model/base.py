@@ -60,14 +60,14 @@ class ChatModel:
     def prompt_ids(self, messages: Sequence[chat.Message]) -> list[int]:
         return self.tokenizer.encode(chat.prompt_text(self.template, messages))
 
-    def chat(self, conversations: Sequence[Sequence[chat.Message]], gen: GenerateParams) -> Generated:
+    def chat(self, conversations: Sequence[Sequence[chat.Message]], gen: GenerateParams, progress: bool = False) -> Generated:
         """Greedy answers to conversations (each a list of messages ending with a user turn)."""
         ids = [self.prompt_ids(c) for c in conversations]
-        return generate_ids(self, ids, gen)
+        return generate_ids(self, ids, gen, progress)
 
-    def ask(self, questions: Sequence[str], gen: GenerateParams) -> Generated:
+    def ask(self, questions: Sequence[str], gen: GenerateParams, progress: bool = False) -> Generated:
         """Greedy answers to single user questions."""
-        return self.chat([[{"role": "user", "content": q}] for q in questions], gen)
+        return self.chat([[{"role": "user", "content": q}] for q in questions], gen, progress)
 
 
 def _check_backend() -> None:
@@ -212,28 +212,41 @@ def pad_batch(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[
     return ids, mask
 
 
-def generate_ids(model: ChatModel, prompts: Sequence[Sequence[int]], gen: GenerateParams) -> Generated:
-    """Greedy decoding in fixed shapes: batch_size x (max_prompt_tokens + max_new_tokens).
+def generate_ids(
+    model: ChatModel, prompts: Sequence[Sequence[int]], gen: GenerateParams, progress: bool = False
+) -> Generated:
+    """Greedy decoding of token-id prompts in a few fixed shapes.
 
-    Every batch has the same shape (the last one is padded with copies of its first prompt), so XLA
-    compiles the generate function once. Prompts longer than max_prompt_tokens keep their end.
+    keras-hub decodes every row of a batch from the batch's shortest prompt up to the padded length,
+    whatever max_new_tokens says. So prompts are sorted by length, batched, and padded to the next
+    multiple of `gen.bucket` (capped at max_prompt_tokens) plus max_new_tokens: rows in a batch have
+    similar lengths, few steps are wasted, and XLA compiles once per bucket (not once per batch).
+    The last batch is topped up with copies of its first prompt. Answers come back in input order.
     """
-    total = gen.max_prompt_tokens + gen.max_new_tokens
+    from tqdm.auto import tqdm
+
     stops = set(model.tokenizer.stop_ids)
-    answers: list[str] = []
-    counts: list[int] = []
+    clipped = [list(p)[-gen.max_prompt_tokens:] for p in prompts]
+    order = sorted(range(len(clipped)), key=lambda i: len(clipped[i]))
+    answers: list[str] = [""] * len(clipped)
+    counts: list[int] = [0] * len(clipped)
     t0 = time.perf_counter()
-    for start in range(0, len(prompts), gen.batch_size):
-        chunk = [list(p)[-gen.max_prompt_tokens:] for p in prompts[start : start + gen.batch_size]]
+    bar = tqdm(total=len(clipped), desc=f"generate {model.name}", unit="prompt", disable=not progress)
+    for start in range(0, len(order), gen.batch_size):
+        rows = order[start : start + gen.batch_size]
+        chunk = [clipped[i] for i in rows]
+        longest = max(len(c) for c in chunk)
+        prompt_len = min(gen.max_prompt_tokens, -(-longest // gen.bucket) * gen.bucket)
         filled = chunk + [chunk[0]] * (gen.batch_size - len(chunk))
-        ids, mask = pad_batch(filled, total, model.tokenizer.pad_id)
-        out = model.causal_lm.generate(
-            {"token_ids": ids, "padding_mask": mask}, stop_token_ids=tuple(sorted(stops))
-        )
+        ids, mask = pad_batch(filled, prompt_len + gen.max_new_tokens, model.tokenizer.pad_id)
+        out = model.causal_lm.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=tuple(sorted(stops)))
         out_ids = np.asarray(out["token_ids"])
-        for i, prompt in enumerate(chunk):
-            new = out_ids[i, len(prompt) : len(prompt) + gen.max_new_tokens].tolist()
-            cut = next((j for j, t in enumerate(new) if t in stops), len(new))
-            answers.append(model.tokenizer.decode(new[:cut]).strip())
-            counts.append(cut)
+        for j, i in enumerate(rows):
+            new = out_ids[j, len(chunk[j]) : len(chunk[j]) + gen.max_new_tokens].tolist()
+            cut = next((k for k, t in enumerate(new) if t in stops), len(new))
+            answers[i] = model.tokenizer.decode(new[:cut]).strip()
+            counts[i] = cut
+        bar.update(len(rows))
+        bar.set_postfix(tok_s=f"{sum(counts) / (time.perf_counter() - t0):.0f}")
+    bar.close()
     return Generated(answers, counts, time.perf_counter() - t0)

@@ -7,11 +7,13 @@ Every dropped row lands in quarantine.parquet with the filter that dropped it an
 from __future__ import annotations
 
 import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from alignflow import config, io, tracking
@@ -20,7 +22,7 @@ from alignflow.data.curation import curate
 from alignflow.data.curation_report import build_report, coverage
 from alignflow.data.evalsets import held_out_prompts, read_eval_sets
 from alignflow.data.policies import load_policies
-from alignflow.data.records import Dropped, read_jsonl
+from alignflow.data.records import Dropped, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +44,17 @@ class CurateError(RuntimeError):
 
 @dataclass
 class StageOutput:
-    kept: Any  # a datasets.Dataset of kept rows with a `split` column (a dict of empty lists if none)
+    kept: pa.Table  # kept rows: the CURATED_SCHEMA columns plus curation helpers (curation.PREPARED)
     dropped: list[Dropped]
     report: dict
     coverage: list[dict]
 
 
 def curate_files(cfg: Config) -> StageOutput:
-    """Read raw rows and eval sets, curate and build the report; check conservation and the bounds.
+    """Read raw lines and eval sets, curate and build the report; check conservation and the bounds.
 
-    Writes nothing and logs nothing (benchmarks/curate times exactly this plus `write_outputs`).
+    Writes nothing but a temporary copy of the lines and logs nothing to MLflow (benchmarks/curate
+    times exactly this plus `write_outputs`).
     """
     import datasets
 
@@ -61,23 +64,30 @@ def curate_files(cfg: Config) -> StageOutput:
     if not files:
         raise CurateError(f"{cfg.paths.raw_sft}: no *.jsonl files to curate")
     eval_ids, eval_prompts = held_out_prompts(read_eval_sets(cfg.paths.eval_dir))
-    rows, dropped, rows_in = read_jsonl(files, policies)
-    ds = datasets.Dataset.from_list(rows) if rows else None
-    result = curate(ds, eval_ids, eval_prompts, cfg.curate, cfg.seed) if ds is not None else None
-    kept = result.kept if result else {"prompt": [], "response": [], "policy": [], "use_case": [],
-                                       "adversarial": [], "split": [], "formulation": []}
-    dropped = dropped + (result.dropped if result else [])
-    report = build_report(rows_in, kept, dropped, result.pii if result else {}, policies)
+    table, names = read_lines(files)
+    if table.num_rows == 0:
+        raise CurateError(f"{cfg.paths.raw_sft}: the *.jsonl files hold no rows")
+    with tempfile.TemporaryDirectory(prefix="alignflow-curate-") as tmp:
+        # Workers map a file-backed dataset; an in-memory one would be pickled to each of them.
+        path = Path(tmp) / "lines.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=10_000)
+        del table
+        result = curate(datasets.Dataset.from_file(str(path)), names, policies, eval_ids, eval_prompts,
+                        cfg.curate, cfg.seed)
+    kept = result.kept.with_format("arrow")[:]
+    report = build_report(result.rows_in, kept, result.dropped, result.pii, policies)
     if not report["conserved"]:
-        raise CurateError(f"row conservation broken: {rows_in} in, {report['rows_out']} out, {len(dropped)} quarantined")
+        raise CurateError(f"row conservation broken: {result.rows_in} in, {report['rows_out']} out, "
+                          f"{len(result.dropped)} quarantined")
     if report["quarantined_share"] > cfg.curate.max_quarantine_share:
         reasons = ", ".join(f"{k}: {v}" for k, v in report["quarantined_by_reason"].items())
         raise CurateError(
-            f"{len(dropped)} of {rows_in} rows quarantined ({report['quarantined_share']:.1%} > "
+            f"{len(result.dropped)} of {result.rows_in} rows quarantined ({report['quarantined_share']:.1%} > "
             f"curate.max_quarantine_share {cfg.curate.max_quarantine_share:.0%}): {reasons}"
         )
-    table = coverage(policies, kept["policy"], kept["use_case"], kept["adversarial"])
-    return StageOutput(kept, dropped, report, table)
+    table = coverage(policies, *(kept.column(c).to_pylist() for c in ("policy", "use_case", "adversarial")))
+    return StageOutput(kept, result.dropped, report, table)
 
 
 def run(cfg: Config) -> dict:
@@ -100,14 +110,15 @@ def run(cfg: Config) -> dict:
 
 def write_outputs(cfg: Config, out: StageOutput) -> None:
     """train/val/quarantine Parquet files, swapped in as one folder; then the report and coverage JSON."""
-    cols, kept, dropped = CURATED_SCHEMA.names, out.kept, out.dropped
-    with io.atomic_dir(cfg.paths.curated) as tmp:
-        for split in ("train", "val"):
-            part = kept.filter(lambda s, want=split: s == want, input_columns="split") if len(kept) else None
-            data = {c: part[c] for c in cols} if part is not None else {c: [] for c in cols}
-            pq.write_table(pa.table(data, schema=CURATED_SCHEMA), tmp / f"{split}.parquet")
-        q = {c: [getattr(d, c) for d in dropped] for c in QUARANTINE_SCHEMA.names}
-        pq.write_table(pa.table(q, schema=QUARANTINE_SCHEMA), tmp / "quarantine.parquet")
+    q = {c: [getattr(d, c) for d in out.dropped] for c in QUARANTINE_SCHEMA.names}
+    tables = {"quarantine": pa.table(q, schema=QUARANTINE_SCHEMA)}
+    for split in ("train", "val"):
+        part = out.kept.filter(pc.equal(out.kept.column("split"), split))
+        # One chunk and the bare schema (no datasets metadata): the same bytes for the same rows.
+        tables[split] = part.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA).combine_chunks()
+    with io.atomic_dir(cfg.paths.curated) as tmp, ThreadPoolExecutor(len(tables)) as pool:
+        # Parquet encoding releases the GIL: the three files are written at once (~2x faster on 2 cores).
+        list(pool.map(lambda name: pq.write_table(tables[name], tmp / f"{name}.parquet"), tables))
     io.write_json(cfg.paths.curate_report, out.report)
     io.write_json(cfg.paths.coverage_plot, out.coverage)
 

@@ -1,0 +1,165 @@
+"""The curate stage's fast paths give exactly what the plain definitions give (benchmarks/curate)."""
+
+import json
+import random
+import re
+import unicodedata
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import rensa
+
+from alignflow.data import dedup, text
+from alignflow.data.curation_report import distinct_ratios
+from alignflow.data.policies import Policies
+from alignflow.data.records import check_row, parse_line, raw_text, read_lines
+
+ALPHABET = list("ab Z9_-.,@\n\n\t\r  ") + ["\u00a0", "\u200b", "\u3000", "e\u0301", "\u00e9", "\x0b", "\x1c", "\x85",
+                                            "\u2028", "\x00", "\ufeff", "\u0663", "ß", "İ", "2024", "x@y.io"]
+
+
+def fuzz(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 30))) for _ in range(n)]
+
+
+def normalise_reference(t: str) -> str:
+    """normalise() as first written: every edit applied unconditionally."""
+    t = unicodedata.normalize("NFC", t).replace("\r\n", "\n").replace("\r", "\n")
+    t = text._ZERO_WIDTH.sub("", text._ODD_SPACES.sub(" ", t))
+    t = "\n".join(text._INNER_SPACES.sub(" ", line).rstrip() for line in t.split("\n"))
+    return text._BLANK_LINES.sub("\n\n", t).strip()
+
+
+def test_normalise_fast_path_matches_reference():
+    for t in fuzz(5000) + ["plain text", "two\nlines", "", " ", "a\x7fb"]:
+        assert text.normalise(t) == normalise_reference(t), repr(t)
+
+
+def test_scrub_prefilter_and_word_bytes_match_reference():
+    pii = ["write to jane.doe@mail.example.org", "call +44 20 7946 0958", "card 4111 1111 1111 1111",
+           "server 10.0.0.254", "\u0661\u0662\u0663 \u0664\u0665\u0666 \u0667\u0668\u0669\u0660", "no pii here"]
+    for t in fuzz(3000, seed=1) + pii:
+        out, counts = text.scrub_pii(t)
+        assert (out, dict(counts)) == text.scrub_pii_counts(t)
+        assert [w.decode() for w in text.word_bytes(t)] == text.words(t), repr(t)
+
+
+POLICIES = Policies({"cyber_harm": "x"}, {"coding": "y"}, {"cyber_harm": "Cyber"})
+ROW = {"id": "r1", "messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"}],
+       "policy": "cyber_harm", "use_case": "coding", "adversarial": True, "source": "t"}
+
+
+@pytest.mark.parametrize("line", [
+    json.dumps(ROW), json.dumps({**ROW, "formulation": None}), json.dumps({**ROW, "formulation": "direct"}) + "\r",
+    json.dumps({**ROW, "id": 123456789012345678901234567890}), json.dumps({**ROW, "extra": float("nan")}),
+    json.dumps({**ROW, "source": 1e400}), '{"id": "x", "messages": "\\ud800"}', json.dumps(ROW)[:-3],
+    "\ufeff" + json.dumps(ROW), json.dumps([ROW]), json.dumps({**ROW, "id": " "}), "  " + json.dumps(ROW) + " \t",
+])
+def test_parse_line_matches_json_parsing(line):
+    raw = line.encode("utf-8", errors="surrogatepass") + b"\n"
+    try:
+        obj = json.loads(raw.decode("utf-8").rstrip("\r\n"))
+        problem = check_row(obj, POLICIES)
+        rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+        expected = (None if problem else obj, rid, problem)
+    except UnicodeDecodeError as exc:
+        expected = (None, None, ("invalid_utf8", None, f"invalid UTF-8 at byte {exc.start}"))
+    except json.JSONDecodeError as exc:
+        expected = (None, None, ("malformed_json", None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+    assert parse_line(raw, POLICIES) == expected
+
+
+def test_read_lines_matches_file_iteration(tmp_path):
+    data = b'{"a": 1}\n\n   \n\t\r\n{"b": 2}\r\n \x0b\n x \n\xff\xfe\n{"c": 3}'
+    (tmp_path / "a.jsonl").write_bytes(data)
+    (tmp_path / "b.jsonl").write_bytes(b"")
+    table, names = read_lines([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], root=tmp_path)
+    expected = [(n, raw) for n, raw in enumerate(open(tmp_path / "a.jsonl", "rb"), start=1) if raw.strip()]
+    assert names == ["a.jsonl", "b.jsonl"]
+    assert list(zip(table.column("line").to_pylist(), table.column("raw").to_pylist())) == expected
+    assert set(table.column("file").to_pylist()) == {0}
+    assert raw_text(b"\xff\xfe\n") == "\ufffd\ufffd" and raw_text(b'{"a": 1}\r\n') == '{"a": 1}'
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    """Random word texts with near copies (a word or two changed) of earlier texts."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(3000)]
+    texts = []
+    for _ in range(n):
+        if texts and rng.random() < 0.3:
+            ws = rng.choice(texts).split()
+            for _ in range(rng.randint(1, 3)):
+                ws[rng.randrange(len(ws))] = rng.choice(vocab)
+        else:
+            ws = [rng.choice(vocab) for _ in range(rng.randint(2, 40))]
+        texts.append(" ".join(ws))
+    return texts
+
+
+def flat_layout(texts: list[str], n: int = 3):
+    hashes = [dedup.gram_hashes(text.word_bytes(t), n) for t in texts]
+    offsets = np.concatenate([[0], np.cumsum([len(h) for h in hashes])]).astype(np.int64)
+    return np.array([x for h in hashes for x in h], dtype=np.uint64), offsets
+
+
+@pytest.mark.parametrize("bands,threshold", [(16, 0.8), (32, 0.7), (8, 0.9)])
+def test_near_duplicates_flat_matches_near_duplicates(bands, threshold):
+    texts = corpus(1500)
+    sig = dedup.digests([dedup.shingle_hashes(t, 3) for t in texts], 128)
+    flat, offsets = flat_layout(texts)
+    expected = dedup.near_duplicates(texts, sig, 3, bands, threshold)
+    assert expected and dedup.near_duplicates_flat(flat, offsets, 128, bands, threshold) == expected
+
+
+@pytest.mark.parametrize("bands", [8, 16, 32])
+def test_rensa_flags_rows_that_share_a_band(bands):
+    """near_duplicates_flat relies on rensa banding like band_keys (contiguous num_perm / bands slices)."""
+    texts = corpus(2000, seed=2)
+    flat, offsets = flat_layout(texts)
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets.astype(np.uint64), 128, dedup.MINHASH_SEED)
+    flags = np.array(rensa.RMinHashLSH(0.8, 128, bands).query_duplicate_flags_matrix_one_shot(matrix))
+    in_pairs = np.zeros(len(texts), dtype=bool)
+    in_pairs[dedup.pair_array(dedup.band_keys(dedup.digests([dedup.shingle_hashes(t, 3) for t in texts], 128), bands))
+             .ravel()] = True
+    assert in_pairs.any() and np.array_equal(flags, in_pairs)
+
+
+def test_pair_array_matches_brute_force():
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 6, size=(60, 4)).astype(np.uint64)
+    brute = {(i, j) for i in range(60) for j in range(i + 1, 60) if (keys[i] == keys[j]).any()}
+    assert dedup.candidate_pairs(keys) == brute
+    assert [tuple(p) for p in dedup.pair_array(keys).tolist()] == sorted(brute)
+
+
+def test_reference_index_suspects_cover_every_match():
+    refs = corpus(200, seed=3)
+    rows = corpus(3000, seed=4) + [refs[5], "zz " + refs[7], " ".join(refs[9].split()[:12]), "a", ""]
+    index = dedup.ReferenceIndex(refs, shingle_n=3, overlap_n=10, num_perm=128, bands=16)
+    hashes = [dedup.gram_hashes(text.word_bytes(t), 3) if len(text.words(t)) >= 3 else [] for t in rows]
+    offsets = np.concatenate([[0], np.cumsum([len(h) for h in hashes])]).astype(np.int64)
+    suspects = set(index.suspects(np.array([x for h in hashes for x in h], dtype=np.uint64), offsets, 0.5).tolist())
+    matched = set()
+    for i, t in enumerate(rows):
+        sh = dedup.shingle_hashes(t, 3)
+        if index.match(t, sh, dedup.band_keys(dedup.digests([sh], 128), 16)[0], 0.5)[0] >= 0:
+            matched.add(i)
+    assert {3000, 3001, 3002} <= matched <= suspects and len(suspects) < len(rows) // 2
+
+
+def test_distinct_ratios_match_distinct_ratio():
+    texts = corpus(500, seed=5) + ["", "one", "a b", "It's 2 o'clock!"] + fuzz(200, seed=6)
+    keys = pa.array([" ".join(text.words(t)) for t in texts])
+    got = distinct_ratios(keys, (1, 2, 3))
+    assert got == {n: text.distinct_ratio(texts, n) for n in (1, 2, 3)}
+    assert distinct_ratios(pa.array([], pa.string()), (2,)) == {2: 0.0}
+
+
+def test_word_bytes_agrees_with_the_regex_on_every_ascii_character():
+    every = "".join(map(chr, range(128)))
+    assert [w.decode() for w in text.word_bytes(every)] == re.findall(r"\w+", every.casefold())
+    assert Counter(text.word_bytes("A a a")) == {b"a": 3}
