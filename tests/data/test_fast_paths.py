@@ -57,6 +57,9 @@ ROW = {"id": "r1", "messages": [{"role": "user", "content": "hi there"}, {"role"
     json.dumps({**ROW, "id": 123456789012345678901234567890}), json.dumps({**ROW, "extra": float("nan")}),
     json.dumps({**ROW, "source": 1e400}), '{"id": "x", "messages": "\\ud800"}', json.dumps(ROW)[:-3],
     "\ufeff" + json.dumps(ROW), json.dumps([ROW]), json.dumps({**ROW, "id": " "}), "  " + json.dumps(ROW) + " \t",
+    json.dumps({**ROW, "messages": [{"role": ["user"], "content": "x"}, ROW["messages"][1]]}),
+    json.dumps({**ROW, "formulation": ["direct"]}), json.dumps({**ROW, "policy": "none"}),
+    json.dumps({**ROW, "messages": ROW["messages"][::-1]}), json.dumps({**ROW, "adversarial": 1}),
 ])
 def test_parse_line_matches_json_parsing(line):
     raw = line.encode("utf-8", errors="surrogatepass") + b"\n"

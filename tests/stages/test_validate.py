@@ -211,7 +211,7 @@ def test_main_exits_nonzero_with_message(setup, tmp_path, monkeypatch):
     df = curated_frame()
     df.loc[df.id == "adv-02", "id"] = "adv-01"
     write(df)
-    monkeypatch.setattr(validate.config, "load", lambda: cfg)
+    monkeypatch.setattr("alignflow.config.load", lambda *a: cfg)
     with pytest.raises(SystemExit) as err:
         validate.main()
     assert "curated_sft.unique_ids" in str(err.value.code) and "adv-01" in str(err.value.code)

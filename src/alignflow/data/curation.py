@@ -10,6 +10,8 @@ suspects).
 
 from __future__ import annotations
 
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +21,9 @@ from datasets import Dataset
 
 from alignflow.config import CurateParams
 from alignflow.data import dedup
+from alignflow.data.curation_report import WordNgrams, diversity_ratios
 from alignflow.data.policies import Policies
-from alignflow.data.records import Dropped, log_dropped, parse_line, raw_text
+from alignflow.data.records import Dropped, line_parser, log_dropped, raw_text
 from alignflow.data.text import PLACEHOLDERS, normalise, scrub_pii_counts, word_bytes
 
 PII_KINDS = tuple(PLACEHOLDERS)
@@ -55,8 +58,9 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
     roles, contents, msg_offsets, shingles, sh_offsets = [], [], [0], [], [0]
     add_role, add_content, add_msg_end, add_shingles, add_sh_end = (
         roles.append, contents.append, msg_offsets.append, shingles.extend, sh_offsets.append)
+    parse = line_parser(policies)
     for raw in batch.column("raw").to_pylist():
-        obj, rid, problem = parse_line(raw, policies)
+        obj, rid, problem = parse(raw)
         ids.append(rid)
         problems.append(problem)
         if problem:
@@ -114,6 +118,7 @@ class Curated:
     dropped: list[Dropped]  # every dropped line: load problems in line order, then each filter's drops
     pii: dict[str, int]
     rows_in: int  # non-blank raw lines
+    distinct: dict[str, float]  # the report's distinct word n-gram ratios of the kept rows
 
 
 def prepare(lines: Dataset, policies: Policies, p: CurateParams) -> pa.Table:
@@ -125,6 +130,9 @@ def prepare(lines: Dataset, policies: Policies, p: CurateParams) -> pa.Table:
     num_proc = p.num_proc if p.num_proc > 1 and len(lines) >= 2000 else None
     out = lines.with_format("arrow").map(
         _prepare_batch, batched=True, batch_size=1000, num_proc=num_proc, load_from_cache_file=False,
+        # A fresh fingerprint: datasets skips hashing the function and its arguments, and a cache file
+        # left by an earlier call can never be picked up (with its num_proc layout: DESIGN.md).
+        new_fingerprint=uuid.uuid4().hex,
         remove_columns=lines.column_names, fn_kwargs=dict(policies=policies, shingle_n=p.shingle_words),
         desc="parse, normalise, scrub, shingle",
     )
@@ -139,76 +147,107 @@ def curate(lines: Dataset, files: list[str], policies: Policies, eval_ids: list[
                                  p.num_perm, p.lsh_bands)
     source = lines.with_format("arrow")[:]  # file, line, raw (memory-mapped)
     table = prepare(lines, policies, p)  # one row per line, same order
-    file_of, line_of = source.column("file").to_pylist(), source.column("line").to_pylist()
-    at: list[int] = []  # dropped lines, with (reason, filter, detail, id, field) in `what`
-    what: list[tuple] = []
+    with ThreadPoolExecutor(1) as background:
+        # The report's word statistics are Arrow and numpy work that releases the GIL: it runs beside
+        # the deduplication below (mostly Python and rensa) instead of after it.
+        words = [background.submit(WordNgrams, table.column(c)) for c in ("key", "response_key")]
+        alive, drops = _filter_rows(table, source, files, index, eval_ids, p)
+        kept_rows = np.flatnonzero(alive)
+        distinct = background.submit(lambda: diversity_ratios(words[0].result(), words[1].result(), kept_rows))
 
-    # Load: contract problems, then duplicate ids (the first valid occurrence of an id wins).
-    reasons, ids = table.column("reason").to_pylist(), table.column("id").to_pylist()
-    alive = np.array([r is None for r in reasons], dtype=bool)
-    fields, details = table.column("field").to_pylist(), table.column("detail").to_pylist()
-    seen: dict[str, int] = {}
-    for i, (reason, rid) in enumerate(zip(reasons, ids)):
-        if reason is not None:
-            at.append(i), what.append((reason, "load", details[i], rid, fields[i]))
-        elif rid in seen:
-            j = seen[rid]
-            alive[i] = False
-            at.append(i), what.append(("duplicate_id", "load", f"id '{rid}' already used at {files[file_of[j]]}:{line_of[j]}",
-                                       rid, "id"))
-        else:
-            seen[rid] = i
-    n_load = len(at)
+        at = np.array([d[0] for d in drops], dtype=np.int64)
+        where = _pick(source.select(["file", "line", "raw"]), at)
+        dropped = [Dropped(files[f], n, reason, flt, detail, raw_text(raw), rid, field) for f, n, raw, (_, reason, flt, detail, rid, field)
+                   in zip(where.column("file").to_pylist(), where.column("line").to_pylist(),
+                          where.column("raw").to_pylist(), drops)]
+        log_dropped([d for d in dropped if d.filter == "load"])
+        kept = table.select([c for c in table.column_names if c not in _PARENT_ONLY]).filter(pa.array(alive))
+        kept = kept.combine_chunks()  # one chunk per column: later column work is a few calls, not one per batch
+        kept = kept.append_column("prompt", turn(kept.column("messages"), 2))
+        kept = kept.append_column("response", turn(kept.column("messages"), 1))
+        splits = stratified_split(kept.column("policy").to_pylist(), kept.column("use_case").to_pylist(),
+                                  p.val_fraction, seed)
+        pii_counts = np.stack([kept.column(f"pii_{k}").to_numpy().astype(np.int64) for k in PII_KINDS])
+        pii = {k: int(c.sum()) for k, c in zip(PII_KINDS, pii_counts)}
+        kept = kept.append_column("split", pa.array(splits, pa.string()))
+        kept = kept.append_column("pii_replaced", pa.array(pii_counts.sum(axis=0), pa.int32()))
+        # A fixed fingerprint: datasets would otherwise hash every row to make one (caching is off anyway).
+        return Curated(Dataset(kept, fingerprint="alignflow-curate-kept"), dropped, pii, len(lines), distinct.result())
 
-    def drop(i: int, reason: str, flt: str, detail: str) -> None:
-        alive[i] = False
-        at.append(i), what.append((reason, flt, detail, ids[i], "messages"))
 
-    for i in np.flatnonzero(alive & pc.fill_null(table.column("empty"), False).to_numpy(zero_copy_only=False)):
-        drop(int(i), "empty_content", "normalise", "content is empty after normalisation")
-    first: dict[str, int] = {}
-    for i, k in enumerate(table.column("key").to_pylist()):
-        if not alive[i]:
-            continue
-        if k in first:
-            drop(i, "exact_duplicate", "exact_dedup", f"same prompt as '{ids[first[k]]}'")
-        else:
-            first[k] = i
+def _filter_rows(table: pa.Table, source: pa.Table, files: list[str], index: dedup.ReferenceIndex,
+                 eval_ids: list[str], p: CurateParams) -> tuple[np.ndarray, list[tuple]]:
+    """Which prepared lines survive, and the dropped ones as (line, reason, filter, detail, id, field):
+    contract problems and duplicate ids (load) in line order, then each filter's drops in line order."""
+    ids = table.column("id").to_pylist()
+    loaded = table.column("reason").is_null().to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~loaded)
+    problems = _pick(table.select(["reason", "field", "detail"]), bad).to_pylist()
+    drops = [(int(i), q["reason"], "load", q["detail"], ids[i], q["field"]) for i, q in zip(bad, problems)]
+    # Duplicate ids: every valid line whose id appeared on an earlier valid line.
+    valid = np.flatnonzero(loaded)
+    first = _first_equal(table.column("id"), valid)
+    repeated, original = valid[first != valid], first[first != valid]
+    places = _pick(source.select(["file", "line"]), original)
+    drops += [(int(i), "duplicate_id", "load", f"id '{ids[i]}' already used at {files[f]}:{n}", ids[i], "id")
+              for i, f, n in zip(repeated, places.column("file").to_pylist(), places.column("line").to_pylist())]
+    drops.sort(key=lambda d: d[0])
+    alive = loaded.copy()
+    alive[repeated] = False
+
+    def drop(rows, reason: str, flt: str, details) -> None:
+        alive[rows] = False
+        drops.extend((int(i), reason, flt, d, ids[i], "messages") for i, d in zip(rows, details))
+
+    empty = np.flatnonzero(alive & pc.fill_null(table.column("empty"), False).to_numpy(zero_copy_only=False))
+    drop(empty, "empty_content", "normalise", ["content is empty after normalisation"] * len(empty))
+    live = np.flatnonzero(alive)
+    first = _first_equal(table.column("key"), live)
+    copies = first != live
+    drop(live[copies], "exact_duplicate", "exact_dedup", [f"same prompt as '{ids[j]}'" for j in first[copies]])
     flat, offsets = _flat(table.column("shingles"))
-    for i, (ref, method, sim) in contaminated(table, flat, offsets, np.flatnonzero(alive), index, p):
-        drop(i, "contaminated", "decontaminate", f"matches held-out '{eval_ids[ref]}' ({method}, jaccard {sim})")
+    found = contaminated(table, flat, offsets, np.flatnonzero(alive), index, p)
+    drop([i for i, _ in found], "contaminated", "decontaminate",
+         [f"matches held-out '{eval_ids[ref]}' ({method}, jaccard {sim})" for _, (ref, method, sim) in found])
     live = np.flatnonzero(alive)
     live_flat, live_offsets = dedup.gather(flat, offsets, live)
-    for m in dedup.near_duplicates_flat(live_flat, live_offsets, p.num_perm, p.lsh_bands, p.near_dup_threshold):
-        drop(int(live[m.index]), "near_duplicate", "near_dedup",
-             f"near duplicate of '{ids[int(live[m.other])]}' (jaccard {m.similarity})")
-
-    raws = source.column("raw").take(pa.array(at, pa.int64())).to_pylist() if at else []
-    dropped = [Dropped(files[file_of[i]], line_of[i], reason, flt, detail, raw_text(raw), rid, field)
-               for i, raw, (reason, flt, detail, rid, field) in zip(at, raws, what)]
-    log_dropped(dropped[:n_load])
-    kept = table.select([c for c in table.column_names if c not in _PARENT_ONLY]).filter(pa.array(alive))
-    kept = kept.append_column("prompt", turn(kept.column("messages"), 2))
-    kept = kept.append_column("response", turn(kept.column("messages"), 1))
-    splits = stratified_split(kept.column("policy").to_pylist(), kept.column("use_case").to_pylist(),
-                              p.val_fraction, seed)
-    pii_counts = np.stack([kept.column(f"pii_{k}").to_numpy().astype(np.int64) for k in PII_KINDS])
-    pii = {k: int(c.sum()) for k, c in zip(PII_KINDS, pii_counts)}
-    kept = kept.append_column("split", pa.array(splits, pa.string()))
-    kept = kept.append_column("pii_replaced", pa.array(pii_counts.sum(axis=0), pa.int32()))
-    # A fixed fingerprint: datasets would otherwise hash every row to make one (caching is off anyway).
-    return Curated(Dataset(kept, fingerprint="alignflow-curate-kept"), dropped, pii, len(lines))
+    near = dedup.near_duplicates_flat(live_flat, live_offsets, p.num_perm, p.lsh_bands, p.near_dup_threshold)
+    drop(live[[m.index for m in near]], "near_duplicate", "near_dedup",
+         [f"near duplicate of '{ids[int(live[m.other])]}' (jaccard {m.similarity})" for m in near])
+    return alive, drops
 
 
-def turn(messages: pa.Array | pa.ChunkedArray, back: int) -> pa.ChunkedArray:
+def _pick(data: pa.Table | pa.ChunkedArray, rows: np.ndarray | list[int]):
+    """data[rows] for a chunked (memory-mapped) table or column, rows in any order.
+
+    Arrow's take on chunked data concatenates every chunk first (a copy of the whole column); a
+    boolean filter works chunk by chunk, so few rows out of many cost little.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    mask = np.zeros(len(data), dtype=bool)
+    mask[rows] = True
+    picked = data.filter(pa.array(mask))
+    if len(rows) > 1 and not (np.diff(rows) > 0).all():  # not ascending: reorder the filtered rows
+        picked = picked.take(pa.array(np.searchsorted(np.flatnonzero(mask), rows)))
+    return picked
+
+
+def _first_equal(values: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
+    """For each of `rows` (ascending), the first of `rows` whose value equals its value (itself if none
+    before it): Arrow's hash-based dictionary encoding, then a stable numpy sort."""
+    if not len(rows):
+        return rows
+    codes = pc.dictionary_encode(_pick(values, rows).combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    _, first_pos, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    return rows[first_pos[inverse]]
+
+
+def turn(messages: pa.Array | pa.ChunkedArray, back: int) -> pa.Array:
     """Content of each row's message `back` from the end (2: the prompt, 1: the response)."""
-    chunks = messages.chunks if isinstance(messages, pa.ChunkedArray) else [messages]
-    out = []
-    for arr in chunks:
-        offsets = np.asarray(arr.offsets, dtype=np.int64)
-        contents = pc.struct_field(pc.list_flatten(arr), "content")
-        out.append(contents.take(pa.array(offsets[1:] - offsets[0] - back)))
-    return pa.chunked_array(out, pa.string())
+    arr = messages.combine_chunks() if isinstance(messages, pa.ChunkedArray) else messages
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    contents = pc.struct_field(pc.list_flatten(arr), "content")
+    return contents.take(pa.array(offsets[1:] - offsets[0] - back))
 
 
 def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +269,7 @@ def contaminated(rows: pa.Table, flat: np.ndarray, offsets: np.ndarray, live: np
     suspects = live[index.suspects(prompt_flat, prompt_offsets, p.contamination_threshold)]
     if not len(suspects):
         return []
-    prompts = turn(rows.column("messages").take(pa.array(suspects, pa.int64())), 2).to_pylist()
+    prompts = turn(_pick(rows.column("messages"), suspects), 2).to_pylist()
     shingles = [dedup.shingle_hashes(t, p.shingle_words) for t in prompts]
     keys = dedup.band_keys(dedup.digests(shingles, p.num_perm), p.lsh_bands)
     found = []

@@ -65,7 +65,12 @@ def _signatures(matrix, n: int, num_perm: int) -> np.ndarray:
 
 def gather(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The flat layout (values, offsets) of a subset of rows of another flat layout, in `rows` order."""
-    return take_slices(flat, offsets[:-1][rows], (offsets[1:] - offsets[:-1])[rows])
+    lengths = offsets[1:] - offsets[:-1]
+    if len(rows) > 1 and (np.diff(rows) > 0).all():  # ascending: a boolean mask, ~3x faster than indices
+        keep = np.zeros(len(lengths), dtype=bool)
+        keep[rows] = True
+        return flat[np.repeat(keep, lengths)], np.concatenate([[0], np.cumsum(lengths[rows])]).astype(np.int64)
+    return take_slices(flat, offsets[:-1][rows], lengths[rows])
 
 
 def take_slices(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -103,27 +103,64 @@ def parse_line(raw: bytes, policies: Policies) -> tuple[dict | None, str | None,
     `row` is the parsed object when it meets the contract (else None), `id` its id when readable, and
     `problem` (reason, field, detail) why it does not. Duplicate ids need the whole file: see read_jsonl.
     """
-    if orjson is not None:
-        # orjson parses ~3x faster than json. A row that meets the contract holds only strings, bools,
-        # lists and objects, where both parsers agree (they differ on NaN, huge numbers, lone
-        # surrogates); anything else (invalid UTF-8 included) goes the json way for its exact error.
+    return line_parser(policies)(raw)
+
+
+def line_parser(policies: Policies):
+    """`parse_line` for many lines: the policy sets are built once; rows that plainly meet the
+    contract take a fast path (orjson and `_meets_contract`), anything else the exact slow path."""
+    labels, use_cases = frozenset(policies.labels), frozenset(policies.use_cases)
+
+    def parse(raw: bytes) -> tuple[dict | None, str | None, tuple[str, str | None, str] | None]:
+        if orjson is not None:
+            # orjson parses ~3x faster than json. A row that meets the contract holds only strings,
+            # bools, lists and objects, where both parsers agree (they differ on NaN, huge numbers, lone
+            # surrogates); anything else (invalid UTF-8 included) goes the json way for its exact error.
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                obj = None
+            if _meets_contract(obj, labels, use_cases):
+                return obj, obj["id"], None
         try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict) and check_row(obj, policies) is None:
-            return obj, obj["id"], None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, None, ("invalid_utf8", None, f"invalid UTF-8 at byte {exc.start}")
-    try:
-        obj = json.loads(text.rstrip("\r\n"))
-    except json.JSONDecodeError as exc:
-        return None, None, ("malformed_json", None, f"invalid JSON: {exc.msg} (column {exc.colno})")
-    rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
-    problem = check_row(obj, policies)
-    return (None if problem else obj), rid, problem
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, None, ("invalid_utf8", None, f"invalid UTF-8 at byte {exc.start}")
+        try:
+            obj = json.loads(text.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            return None, None, ("malformed_json", None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+        rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+        problem = check_row(obj, policies)
+        return (None if problem else obj), rid, problem
+
+    return parse
+
+
+_REQUIRED_FIELDS = frozenset(FIELDS)
+_ROLES = frozenset(("system", "user", "assistant"))
+
+
+def _meets_contract(obj: Any, labels: frozenset, use_cases: frozenset) -> bool:
+    """True only if `check_row` finds no problem (False: let check_row say which). About 2x faster
+    than check_row: exact types (parsed JSON has no subclasses) and set lookups, no generic loops."""
+    if type(obj) is not dict or not (_REQUIRED_FIELDS <= obj.keys() <= _KNOWN_FIELDS):
+        return False
+    rid, messages, policy = obj["id"], obj["messages"], obj["policy"]
+    if not (type(rid) is str and type(messages) is list and type(policy) is str and type(obj["use_case"]) is str
+            and type(obj["adversarial"]) is bool and type(obj["source"]) is str):
+        return False
+    formulation = obj.get("formulation")
+    if (formulation is not None and formulation not in FORMULATIONS) or not rid.strip() or len(messages) < 2:
+        return False
+    for m in messages:
+        if type(m) is not dict or m.keys() != _MESSAGE_KEYS:
+            return False
+        role, content = m["role"], m["content"]
+        if type(role) is not str or role not in _ROLES or type(content) is not str or not content.strip():
+            return False
+    return (messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user" and policy in labels
+            and obj["use_case"] in use_cases and not (obj["adversarial"] and policy == BENIGN))
 
 
 def raw_text(raw: bytes) -> str:
@@ -154,6 +191,7 @@ def read_jsonl(
     dropped: list[Dropped] = []
     seen: dict[str, str] = {}
     rows_in = 0
+    parse = line_parser(policies)
     for path in files:
         name = str(path.relative_to(root)) if root else str(path)
         with open(path, "rb") as f:
@@ -161,7 +199,7 @@ def read_jsonl(
                 if not raw.strip():
                     continue
                 rows_in += 1
-                obj, rid, problem = parse_line(raw, policies)
+                obj, rid, problem = parse(raw)
                 if problem:
                     reason, field, detail = problem
                     dropped.append(Dropped(name, lineno, reason, "load", detail, raw_text(raw), rid, field))

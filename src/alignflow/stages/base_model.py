@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import time
 
-from alignflow import config, io, tracking
+from alignflow import io, tracking
 from alignflow.config import Config, GenerateParams
 from alignflow.model.base import ChatModel, load_model
+from alignflow.model.gguf_loader import ModelLoadError
+from alignflow.stages import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,7 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(config.load())
+    stage_main(run, (ModelLoadError,))
 
 
 if __name__ == "__main__":

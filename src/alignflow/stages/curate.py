@@ -16,13 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from alignflow import config, io, tracking
+from alignflow import io, tracking
 from alignflow.config import Config
 from alignflow.data.curation import curate
 from alignflow.data.curation_report import build_report, coverage
-from alignflow.data.evalsets import held_out_prompts, read_eval_sets
-from alignflow.data.policies import load_policies
+from alignflow.data.evalsets import EvalSetError, held_out_prompts, read_eval_sets
+from alignflow.data.policies import PoliciesError, load_policies
 from alignflow.data.records import Dropped, read_lines
+from alignflow.stages import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def curate_files(cfg: Config) -> StageOutput:
         result = curate(datasets.Dataset.from_file(str(path)), names, policies, eval_ids, eval_prompts,
                         cfg.curate, cfg.seed)
     kept = result.kept.with_format("arrow")[:]
-    report = build_report(result.rows_in, kept, result.dropped, result.pii, policies)
+    report = build_report(result.rows_in, kept, result.dropped, result.pii, policies, result.distinct)
     if not report["conserved"]:
         raise CurateError(f"row conservation broken: {result.rows_in} in, {report['rows_out']} out, "
                           f"{len(result.dropped)} quarantined")
@@ -124,8 +125,7 @@ def write_outputs(cfg: Config, out: StageOutput) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(config.load())
+    stage_main(run, (CurateError, PoliciesError, EvalSetError))
 
 
 if __name__ == "__main__":

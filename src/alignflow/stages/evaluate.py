@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from alignflow import config, io, tracking
+from alignflow import io, tracking
 from alignflow.config import Config, ModelParams
-from alignflow.data.evalsets import read_eval_sets
+from alignflow.data.evalsets import EvalSetError, read_eval_sets
 from alignflow.data.policies import load_policies
 from alignflow.evaluation import metrics, plots
 from alignflow.judge.base import calibrate
@@ -28,6 +28,8 @@ from alignflow.judge.classifier import ClassifierJudge, sft_training_set
 from alignflow.judge.ensemble import EnsembleJudge
 from alignflow.judge.lexical import LexicalJudge
 from alignflow.model.base import ChatModel, load_model
+from alignflow.model.gguf_loader import ModelLoadError
+from alignflow.stages import stage_main
 
 log = logging.getLogger(__name__)
 KINDS = ("harmful", "borderline", "capability")
@@ -152,8 +154,7 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(config.load())
+    stage_main(run, (EvalSetError, ModelLoadError))
 
 
 if __name__ == "__main__":

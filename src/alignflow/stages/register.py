@@ -16,12 +16,13 @@ import logging
 import warnings
 from pathlib import Path
 
-from alignflow import config, io, tracking
+from alignflow import io, tracking
 from alignflow.config import Config
 from alignflow.data.evalsets import EVAL_SETS
 from alignflow.data.policies import load_policies
 from alignflow.registry import lineage, model_card
 from alignflow.registry.gates import check_gates, failed, should_promote
+from alignflow.stages import stage_main
 
 log = logging.getLogger(__name__)
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -128,8 +129,7 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(config.load())
+    stage_main(run)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from alignflow import config, io, tracking
 from alignflow.config import Config
 from alignflow.model import artifacts, sft, training
 from alignflow.model.base import ChatModel, load_model
+from alignflow.model.gguf_loader import ModelLoadError
+from alignflow.stages import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,7 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(config.load())
+    stage_main(run, (training.TrainingError, ModelLoadError))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
-from alignflow import config, io, tracking
+from alignflow import io, tracking
 from alignflow.config import Config, ValidateParams
 from alignflow.data.expectations import build_frames, build_suites, read_suites
 from alignflow.data.policies import Policies, load_policies
+from alignflow.stages import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +157,7 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(config.load())
-    except ValidationFailed as exc:
-        raise SystemExit(f"validate: {exc}") from None
+    stage_main(run, (ValidationFailed,))
 
 
 if __name__ == "__main__":
