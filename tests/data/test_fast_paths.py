@@ -38,12 +38,34 @@ def test_normalise_fast_path_matches_reference():
         assert text.normalise(t) == normalise_reference(t), repr(t)
 
 
-def test_scrub_prefilter_and_word_bytes_match_reference():
-    pii = ["write to jane.doe@mail.example.org", "call +44 20 7946 0958", "card 4111 1111 1111 1111",
-           "server 10.0.0.254", "\u0661\u0662\u0663 \u0664\u0665\u0666 \u0667\u0668\u0669\u0660", "no pii here"]
-    for t in fuzz(3000, seed=1) + pii:
+def scrub_reference(t: str) -> tuple[str, dict]:
+    """scrub_pii as first written: every pattern scans every text."""
+    counts: dict = {}
+
+    def sub(kind, pattern, t, valid):
+        def repl(m):
+            if not valid(m.group()):
+                return m.group()
+            counts[kind] = counts.get(kind, 0) + 1
+            return text.PLACEHOLDERS[kind]
+        return pattern.sub(repl, t)
+
+    t = sub("email", text._EMAIL, t, lambda s: True)
+    t = sub("card", text._CARD, t, lambda s: 13 <= len(re.sub(r"\D", "", s)) <= 19)
+    t = sub("ip", text._IPV4, t, text._valid_ip)
+    t = sub("phone", text._PHONE, t, lambda s: 9 <= len(re.sub(r"\D", "", s)) <= 15 and not text._valid_ip(s))
+    return t, counts
+
+
+def test_scrub_prefilters_and_word_bytes_match_reference():
+    pieces = ["jane.doe@mail.example.org", "+44 20 7946 0958", "4111 1111 1111 1111", "10.0.0.254", "1.2.3",
+              "(555) 123-4567", "020 7946 0958", "\u0661\u0662\u0663 \u0664\u0665\u0666 \u0667\u0668\u0669\u0660",
+              "2026-11-22", " ", "x", "0", ".", "-"]
+    rng = random.Random(7)
+    texts = fuzz(3000, seed=1) + ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) for _ in range(3000)]
+    for t in texts:
         out, counts = text.scrub_pii(t)
-        assert (out, dict(counts)) == text.scrub_pii_counts(t)
+        assert (out, dict(counts)) == text.scrub_pii_counts(t) == scrub_reference(t), repr(t)
         assert [w.decode() for w in text.word_bytes(t)] == text.words(t), repr(t)
 
 
@@ -166,3 +188,11 @@ def test_word_bytes_agrees_with_the_regex_on_every_ascii_character():
     every = "".join(map(chr, range(128)))
     assert [w.decode() for w in text.word_bytes(every)] == re.findall(r"\w+", every.casefold())
     assert Counter(text.word_bytes("A a a")) == {b"a": 3}
+
+
+def test_word_counts_of_normalised_texts():
+    from alignflow.data.curation import _count_words
+
+    for t in fuzz(3000, seed=8) + ["", "a", "a b", " a  b ", "x\ty", "l1\nl2  l3"]:
+        clean = text.scrub_pii(text.normalise(t))[0]
+        assert _count_words(clean) == len(clean.split()), repr(clean)

@@ -51,7 +51,8 @@ _PARENT_ONLY = ("reason", "field", "detail", "empty", "shingles", "prompt_grams"
 def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Table:
     """Per raw line: parse and check; then normalised + scrubbed messages, keys, PII counts, shingles.
 
-    ~25 us a row on one core; hot, so appends are bound to locals and columns are built at the end.
+    Tens of microseconds a row, most of the stage's work: appends are bound to locals, Arrow columns
+    are built once per batch.
     """
     n_kinds, pii_index = len(PII_KINDS), {k: n for n, k in enumerate(PII_KINDS)}
     problems, ids, meta, texts, numbers, pii = [], [], [], [], [], []
@@ -81,7 +82,7 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
         meta.append((obj["policy"], obj["use_case"], obj["adversarial"], obj.get("formulation"), obj["source"]))
         texts.append((b" ".join(pw).decode(), b" ".join(rw).decode()))
         numbers.append((not all(row_texts), len(pw) - shingle_n + 1 if len(pw) >= shingle_n else -1,
-                        len(prompt.split()), len(response.split())))
+                        _count_words(prompt), _count_words(response)))
         pii.append(counts)
 
     # Columns: valid rows fill the positions without a problem, the others stay null.
@@ -112,6 +113,14 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
     return pa.table(cols).select(PREPARED.names).cast(PREPARED)
 
 
+def _count_words(text: str) -> int:
+    """len(text.split()) for a normalised text, without building the words: printable ASCII holds no
+    whitespace but " ", and normalise leaves no double, leading or trailing space."""
+    if text.isascii() and text.isprintable():
+        return text.count(" ") + 1 if text else 0
+    return len(text.split())
+
+
 @dataclass
 class Curated:
     kept: Dataset  # the rows kept, with `split` and `pii_replaced` columns (and the PREPARED helpers)
@@ -123,7 +132,7 @@ class Curated:
 
 def prepare(lines: Dataset, policies: Policies, p: CurateParams) -> pa.Table:
     """`_prepare_batch` over every line, on p.num_proc processes for 2,000 lines or more (starting
-    workers costs ~0.3 s). Give a file-backed `lines` (Dataset.from_file): an in-memory one is pickled
+    workers costs ~0.2 s). Give a file-backed `lines` (Dataset.from_file): an in-memory one is pickled
     to each worker, which on 200k lines cost more than the work itself."""
     if len(lines) == 0:
         return PREPARED.empty_table()
@@ -148,31 +157,39 @@ def curate(lines: Dataset, files: list[str], policies: Policies, eval_ids: list[
     source = lines.with_format("arrow")[:]  # file, line, raw (memory-mapped)
     table = prepare(lines, policies, p)  # one row per line, same order
     with ThreadPoolExecutor(1) as background:
-        # The report's word statistics are Arrow and numpy work that releases the GIL: it runs beside
-        # the deduplication below (mostly Python and rensa) instead of after it.
+        # The report's word statistics are Arrow and numpy work that releases the GIL: they run beside
+        # the filters below (mostly Python and rensa) instead of after them.
         words = [background.submit(WordNgrams, table.column(c)) for c in ("key", "response_key")]
         alive, drops = _filter_rows(table, source, files, index, eval_ids, p)
         kept_rows = np.flatnonzero(alive)
         distinct = background.submit(lambda: diversity_ratios(words[0].result(), words[1].result(), kept_rows))
-
-        at = np.array([d[0] for d in drops], dtype=np.int64)
-        where = _pick(source.select(["file", "line", "raw"]), at)
-        dropped = [Dropped(files[f], n, reason, flt, detail, raw_text(raw), rid, field) for f, n, raw, (_, reason, flt, detail, rid, field)
-                   in zip(where.column("file").to_pylist(), where.column("line").to_pylist(),
-                          where.column("raw").to_pylist(), drops)]
+        dropped = _dropped_records(source, files, drops)
         log_dropped([d for d in dropped if d.filter == "load"])
-        kept = table.select([c for c in table.column_names if c not in _PARENT_ONLY]).filter(pa.array(alive))
-        kept = kept.combine_chunks()  # one chunk per column: later column work is a few calls, not one per batch
-        kept = kept.append_column("prompt", turn(kept.column("messages"), 2))
-        kept = kept.append_column("response", turn(kept.column("messages"), 1))
-        splits = stratified_split(kept.column("policy").to_pylist(), kept.column("use_case").to_pylist(),
-                                  p.val_fraction, seed)
-        pii_counts = np.stack([kept.column(f"pii_{k}").to_numpy().astype(np.int64) for k in PII_KINDS])
-        pii = {k: int(c.sum()) for k, c in zip(PII_KINDS, pii_counts)}
-        kept = kept.append_column("split", pa.array(splits, pa.string()))
-        kept = kept.append_column("pii_replaced", pa.array(pii_counts.sum(axis=0), pa.int32()))
+        kept, pii = _kept_rows(table, alive, p.val_fraction, seed)
         # A fixed fingerprint: datasets would otherwise hash every row to make one (caching is off anyway).
-        return Curated(Dataset(kept, fingerprint="alignflow-curate-kept"), dropped, pii, len(lines), distinct.result())
+        kept = Dataset(kept, fingerprint="alignflow-curate-kept")
+        return Curated(kept, dropped, pii, len(lines), distinct.result())
+
+
+def _dropped_records(source: pa.Table, files: list[str], drops: list[tuple]) -> list[Dropped]:
+    """Quarantine records for (line, reason, filter, detail, id, field) tuples, with the raw text."""
+    where = _pick(source.select(["file", "line", "raw"]), [d[0] for d in drops])
+    return [Dropped(files[f], n, reason, flt, detail, raw_text(raw), rid, field)
+            for f, n, raw, (_, reason, flt, detail, rid, field) in zip(
+                where.column("file").to_pylist(), where.column("line").to_pylist(), where.column("raw").to_pylist(), drops)]
+
+
+def _kept_rows(table: pa.Table, alive: np.ndarray, val_fraction: float, seed: int) -> tuple[pa.Table, dict[str, int]]:
+    """The kept rows with prompt, response, split and pii_replaced; PII replacements per kind."""
+    kept = table.select([c for c in table.column_names if c not in _PARENT_ONLY]).filter(pa.array(alive))
+    kept = kept.combine_chunks()  # one chunk per column: later column work is a few calls, not one per batch
+    kept = kept.append_column("prompt", turn(kept.column("messages"), 2))
+    kept = kept.append_column("response", turn(kept.column("messages"), 1))
+    splits = stratified_split(kept.column("policy").to_pylist(), kept.column("use_case").to_pylist(), val_fraction, seed)
+    pii_counts = np.stack([kept.column(f"pii_{k}").to_numpy().astype(np.int64) for k in PII_KINDS])
+    kept = kept.append_column("split", pa.array(splits, pa.string()))
+    kept = kept.append_column("pii_replaced", pa.array(pii_counts.sum(axis=0), pa.int32()))
+    return kept, {k: int(c.sum()) for k, c in zip(PII_KINDS, pii_counts)}
 
 
 def _filter_rows(table: pa.Table, source: pa.Table, files: list[str], index: dedup.ReferenceIndex,
@@ -257,19 +274,19 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(arr.values, dtype=np.uint64), offsets
 
 
-def contaminated(rows: pa.Table, flat: np.ndarray, offsets: np.ndarray, live: np.ndarray,
+def contaminated(table: pa.Table, flat: np.ndarray, offsets: np.ndarray, live: np.ndarray,
                  index: dedup.ReferenceIndex, p: CurateParams) -> list[tuple[int, tuple[int, str, float]]]:
     """(row, (held-out index, method, similarity)) for each live row whose prompt matches a held-out text.
 
     `index.match` runs only on suspects: prompts sharing a shingle with some held-out text (or with
     too few words for the prefix layout); for any other prompt it would return no match.
     """
-    grams = pc.fill_null(rows.column("prompt_grams"), -1).to_numpy()[live]
+    grams = pc.fill_null(table.column("prompt_grams"), -1).to_numpy()[live]
     prompt_flat, prompt_offsets = dedup.take_slices(flat, offsets[live], np.maximum(grams, 0))
     suspects = live[index.suspects(prompt_flat, prompt_offsets, p.contamination_threshold)]
     if not len(suspects):
         return []
-    prompts = turn(_pick(rows.column("messages"), suspects), 2).to_pylist()
+    prompts = turn(_pick(table.column("messages"), suspects), 2).to_pylist()
     shingles = [dedup.shingle_hashes(t, p.shingle_words) for t in prompts]
     keys = dedup.band_keys(dedup.digests(shingles, p.num_perm), p.lsh_bands)
     found = []

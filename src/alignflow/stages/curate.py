@@ -68,7 +68,7 @@ def curate_files(cfg: Config) -> StageOutput:
     table, names = read_lines(files)
     if table.num_rows == 0:
         raise CurateError(f"{cfg.paths.raw_sft}: the *.jsonl files hold no rows")
-    with tempfile.TemporaryDirectory(prefix="alignflow-curate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="alignflow-curate-", ignore_cleanup_errors=True) as tmp:
         # Workers map a file-backed dataset; an in-memory one would be pickled to each of them.
         path = Path(tmp) / "lines.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
