@@ -45,3 +45,21 @@ def tiny_model():
     from alignflow.model.base import build_tiny_model
 
     return build_tiny_model(seed=0)
+
+
+@pytest.fixture(scope="session")
+def curated_dir(tmp_path_factory):
+    """The shipped raw SFT data curated by the real curate code (data/curated is a DVC output, not in git)."""
+    import dataclasses
+
+    from alignflow import config
+    from alignflow.stages import curate
+
+    root = tmp_path_factory.mktemp("curated")
+    out = root / "curated"
+    cfg = config.load(REPO / "params.yaml")
+    paths = {k: str(REPO / v) for k, v in dataclasses.asdict(cfg.paths).items() if k in ("policies", "raw_sft", "eval_dir")}
+    cfg = dataclasses.replace(cfg, paths=dataclasses.replace(
+        cfg.paths, curated=str(out), curate_report=str(root / "curate.json"), coverage_plot=str(root / "coverage.json"), **paths))
+    curate.write_outputs(cfg, curate.curate_files(cfg))
+    return out

@@ -63,8 +63,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def curated_judge(repo_root):
-    frame = pd.read_parquet(repo_root / "data/curated/train.parquet")
+def curated_judge(curated_dir):
+    frame = pd.read_parquet(curated_dir / "train.parquet")
     return ClassifierJudge().fit(*sft_training_set(frame.response.tolist(), frame.adversarial.tolist()))
 
 

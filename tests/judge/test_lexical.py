@@ -108,8 +108,8 @@ def test_calibration_set(repo_root):
     assert r["accuracy"] >= 0.95 and r["kappa"] >= 0.9, r["errors"]
 
 
-def test_curated_sft_responses(repo_root):
-    frame = pd.concat([pd.read_parquet(repo_root / f"data/curated/{s}.parquet") for s in ("train", "val")])
+def test_curated_sft_responses(curated_dir):
+    frame = pd.concat([pd.read_parquet(curated_dir / f"{s}.parquet") for s in ("train", "val")])
     rows = [{"prompt": p, "response": t, "label": REFUSAL if a else COMPLIANCE}
             for p, t, a in zip(frame.prompt, frame.response, frame.adversarial)]
     r = calibrate(LexicalJudge(), rows)
