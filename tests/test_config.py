@@ -55,7 +55,7 @@ def test_help_lists_every_leaf_key():
     lines = config.help_text()
     assert any(line.startswith("generate.max_new_tokens (64): ") for line in lines)
     assert all(": " in line for line in lines)
-    assert any(line.startswith("evaluate.generation.batch_size (16): ") for line in lines)  # nested sections
+    assert any(line.startswith("evaluate.generation.batch_size (64): ") for line in lines)  # nested sections
 
 
 def test_flatten():

@@ -130,13 +130,15 @@ class TuneParams:
     clip_norm: float = _f(1.0, "Global gradient-norm clip.")
     lora_rank: int = _f(8, "LoRA rank (query and value projections).")
     lora_top_layers: int = _f(0, "Train LoRA only in the top k transformer layers (0: all layers).")
+    packing: bool = _f(True, "Pack several conversations into each sequence (attention kept within each one).")
+    benign_weight: float = _f(1.0, "Loss weight of benign rows' response tokens relative to adversarial rows' (1: equal).")
     checkpoint_every: int = _f(25, "Save a resumable checkpoint every N steps.")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     generation: GenerateParams = _f(
-        GenerateParams(batch_size=16, max_prompt_tokens=160, max_new_tokens=64), "Greedy generation of answers."
+        GenerateParams(batch_size=64, max_prompt_tokens=160, max_new_tokens=64), "Greedy generation of answers."
     )
     judge: str = _f("lexical", "Primary refusal judge: lexical, classifier, ensemble or llm.")
     min_judge_kappa: float = _f(0.6, "A judge whose Cohen's kappa on the calibration set is lower publishes no metrics.")

@@ -24,7 +24,7 @@ def test_response_mask_token_by_token(bundled_tok):
 def test_make_batch_weights_only_response_labels(bundled_tok):
     tok, template = bundled_tok
     enc = sft.encode_conversation(tok, template, CONV)
-    x, y, w = sft.make_batch([enc], seq_len=64, pad_id=tok.pad_id)
+    x, y, w = sft.make_batch([[enc]], seq_len=64, pad_id=tok.pad_id)
     assert x["token_ids"].shape == (1, 64) and y.shape == (1, 64) and w.shape == (1, 64)
     n = len(enc.ids)
     first_resp = enc.is_response.index(1)
@@ -32,7 +32,33 @@ def test_make_batch_weights_only_response_labels(bundled_tok):
     expected = np.zeros(64)
     expected[first_resp - 1 : n - 1] = 1
     np.testing.assert_array_equal(w[0], expected)
-    assert x["padding_mask"][0, :n].all() and not x["padding_mask"][0, n:].any()
+    assert (x["segment_ids"][0, :n] == 1).all() and not x["segment_ids"][0, n:].any()
+
+
+def test_packed_batch_masks_each_conversation_and_the_seam(bundled_tok):
+    tok, template = bundled_tok
+    a = sft.encode_conversation(tok, template, CONV)
+    b = sft.encode_conversation(tok, template, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+    b = sft.Encoded(b.ids, b.is_response, weight=2.0)
+    x, y, w = sft.make_batch([[a, b]], seq_len=128, pad_id=tok.pad_id)
+    na, nb = len(a.ids), len(b.ids)
+    np.testing.assert_array_equal(x["token_ids"][0, : na + nb - 1], (a.ids + b.ids)[:-1])
+    np.testing.assert_array_equal(x["segment_ids"][0], [1] * na + [2] * nb + [0] * (128 - na - nb))
+    expected = np.zeros(128)
+    expected[a.is_response.index(1) - 1 : na - 1] = 1  # a's response labels
+    # the label at position na - 1 is b's first token (a prompt token): weight 0
+    expected[na + b.is_response.index(1) - 1 : na + nb - 1] = 2.0  # b's response labels, weighted
+    np.testing.assert_array_equal(w[0], expected)
+    with pytest.raises(sft.TooLongError):
+        sft.make_batch([[a, b]], seq_len=na + nb - 2, pad_id=tok.pad_id)
+
+
+def test_first_fit_packing_is_deterministic_and_within_budget():
+    lengths = [60, 50, 40, 30, 20, 10, 90]
+    packs = sft.pack(lengths, [6, 0, 1, 2, 3, 4, 5], budget=100)
+    assert packs == [[6, 5], [0, 2], [1, 3, 4]]
+    assert sorted(i for p in packs for i in p) == list(range(7))
+    assert sft.pack(lengths, range(7), 100) == sft.pack(lengths, range(7), 100)
 
 
 def test_fit_length_drops_prompt_from_left(bundled_tok):
@@ -50,7 +76,8 @@ def test_fit_length_drops_prompt_from_left(bundled_tok):
 def test_one_lora_step_lowers_loss_and_changes_only_lora(tiny_model):
     tok, template = tiny_model.tokenizer, tiny_model.template
     enc = sft.encode_conversation(tok, template, CONV)
-    x, y, w = sft.make_batch([enc, enc], seq_len=64, pad_id=tok.pad_id)
+    x, y, w = sft.make_batch([[enc], [enc]], seq_len=64, pad_id=tok.pad_id)
+    x = {"token_ids": x["token_ids"], "padding_mask": x["segment_ids"] > 0}
     lm = tiny_model.causal_lm
     sft.enable_lora(lm.backbone, rank=4)
     lm.compile(

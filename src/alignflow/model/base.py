@@ -56,6 +56,19 @@ class ChatModel:
     template: str
     source_hash: str = ""
     info: dict = field(default_factory=dict)
+    _decoders: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def decoder(self, max_new_tokens: int):
+        """The compiled greedy decoder for this many new tokens; None when the backbone is not a Llama."""
+        import keras_hub
+
+        if not isinstance(self.causal_lm.backbone, keras_hub.models.LlamaBackbone):
+            return None
+        if max_new_tokens not in self._decoders:
+            from alignflow.model.decode import GreedyDecoder
+
+            self._decoders[max_new_tokens] = GreedyDecoder(self.causal_lm.backbone, max_new_tokens)
+        return self._decoders[max_new_tokens]
 
     def prompt_ids(self, messages: Sequence[chat.Message]) -> list[int]:
         return self.tokenizer.encode(chat.prompt_text(self.template, messages))
@@ -217,11 +230,12 @@ def generate_ids(
 ) -> Generated:
     """Greedy decoding of token-id prompts in a few fixed shapes.
 
-    keras-hub decodes every row of a batch from the batch's shortest prompt up to the padded length,
-    whatever max_new_tokens says. So prompts are sorted by length, batched, and padded to the next
-    multiple of `gen.bucket` (capped at max_prompt_tokens) plus max_new_tokens: rows in a batch have
-    similar lengths, few steps are wasted, and XLA compiles once per bucket (not once per batch).
-    The last batch is topped up with copies of its first prompt. Answers come back in input order.
+    Prompts are sorted by length, batched, and padded to the next multiple of `gen.bucket` (capped at
+    max_prompt_tokens): rows in a batch have similar lengths and XLA compiles once per bucket (not once
+    per batch). Llama-family models decode with alignflow's GreedyDecoder (left padding, early stop);
+    other keras-hub models with their own `generate`, which right-pads and decodes every row up to the
+    padded length. The last batch is topped up with copies of its first prompt. Answers come back in
+    input order.
     """
     from tqdm.auto import tqdm
 
@@ -230,6 +244,7 @@ def generate_ids(
     order = sorted(range(len(clipped)), key=lambda i: len(clipped[i]))
     answers: list[str] = [""] * len(clipped)
     counts: list[int] = [0] * len(clipped)
+    decoder = model.decoder(gen.max_new_tokens)
     t0 = time.perf_counter()
     bar = tqdm(total=len(clipped), desc=f"generate {model.name}", unit="prompt", disable=not progress)
     for start in range(0, len(order), gen.batch_size):
@@ -238,11 +253,15 @@ def generate_ids(
         longest = max(len(c) for c in chunk)
         prompt_len = min(gen.max_prompt_tokens, -(-longest // gen.bucket) * gen.bucket)
         filled = chunk + [chunk[0]] * (gen.batch_size - len(chunk))
-        ids, mask = pad_batch(filled, prompt_len + gen.max_new_tokens, model.tokenizer.pad_id)
-        out = model.causal_lm.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=tuple(sorted(stops)))
-        out_ids = np.asarray(out["token_ids"])
+        if decoder is not None:
+            new_ids = decoder(filled, prompt_len, stops, model.tokenizer.pad_id)
+        else:
+            ids, mask = pad_batch(filled, prompt_len + gen.max_new_tokens, model.tokenizer.pad_id)
+            out = model.causal_lm.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=tuple(sorted(stops)))
+            out_ids = np.asarray(out["token_ids"])
+            new_ids = [out_ids[j, len(c) : len(c) + gen.max_new_tokens] for j, c in enumerate(filled)]
         for j, i in enumerate(rows):
-            new = out_ids[j, len(chunk[j]) : len(chunk[j]) + gen.max_new_tokens].tolist()
+            new = list(new_ids[j])
             cut = next((k for k, t in enumerate(new) if t in stops), len(new))
             answers[i] = model.tokenizer.decode(new[:cut]).strip()
             counts[i] = cut

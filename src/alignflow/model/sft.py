@@ -26,6 +26,7 @@ class Encoded:
     ids: list[int]
     is_response: list[int]
     truncated_prompt_tokens: int = 0
+    weight: float = 1.0  # loss weight of this conversation's response tokens
 
 
 def encode_conversation(tokenizer: TextTokenizer, template: str, messages: Sequence[chat.Message]) -> Encoded:
@@ -49,25 +50,56 @@ def fit_length(enc: Encoded, seq_len: int) -> Encoded:
     n_prompt = enc.is_response.index(1) if 1 in enc.is_response else len(enc.ids)
     if extra >= n_prompt:
         raise TooLongError(f"response needs {len(enc.ids) - n_prompt} tokens; sequence length is {seq_len}")
-    return Encoded(enc.ids[extra:], enc.is_response[extra:], extra)
+    return Encoded(enc.ids[extra:], enc.is_response[extra:], extra, enc.weight)
 
 
-def make_batch(rows: Sequence[Encoded], seq_len: int, pad_id: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(x, y, sample_weight) of shape [len(rows), seq_len]; weight 1 only where the label is response."""
-    n = len(rows)
+def pack(lengths: Sequence[int], order: Sequence[int], budget: int) -> list[list[int]]:
+    """First-fit packing: row indices, visited in `order`, grouped so each group's lengths sum <= budget.
+
+    Deterministic for a given order, so a resumed run sees the same sequences. A row longer than the
+    budget (fit_length prevents that) gets a sequence of its own.
+    """
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = lengths[i]
+        slot = next((k for k, free in enumerate(room) if free >= n), None)
+        if slot is None:
+            packs.append([i])
+            room.append(budget - n)
+        else:
+            packs[slot].append(i)
+            room[slot] -= n
+    return packs
+
+
+def make_batch(packs: Sequence[Sequence[Encoded]], seq_len: int, pad_id: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(x, y, sample_weight) of shape [len(packs), seq_len] from conversations packed end to end.
+
+    Each batch row holds one or more conversations (at most seq_len + 1 tokens in all: inputs plus the
+    shifted labels). `segment_ids` numbers them 1, 2, ... (0 is padding): attention stays inside a
+    conversation (SFTModel builds that mask), and because RoPE only sees relative positions a packed
+    conversation scores exactly as it would alone. Weight is 1 only where the label is a response token,
+    so the label that crosses from one conversation into the next (a prompt token) weighs nothing;
+    a conversation's `weight` scales its response tokens.
+    """
+    n = len(packs)
     ids = np.full((n, seq_len + 1), pad_id, dtype="int32")
     resp = np.zeros((n, seq_len + 1), dtype="float32")
-    mask = np.zeros((n, seq_len + 1), dtype=bool)
-    for i, row in enumerate(rows):
-        k = len(row.ids)
-        if k > seq_len + 1:
-            raise TooLongError(f"row {i} has {k} tokens; call fit_length first")
-        ids[i, :k] = row.ids
-        resp[i, :k] = row.is_response
-        mask[i, :k] = True
-    x = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
+    seg = np.zeros((n, seq_len + 1), dtype="int32")
+    for i, pack_ in enumerate(packs):
+        at = 0
+        for s, row in enumerate(pack_, start=1):
+            k = len(row.ids)
+            if at + k > seq_len + 1:
+                raise TooLongError(f"batch row {i} needs more than {seq_len + 1} tokens; call fit_length and pack first")
+            ids[i, at : at + k] = row.ids
+            resp[i, at : at + k] = np.asarray(row.is_response, dtype="float32") * row.weight
+            seg[i, at : at + k] = s
+            at += k
+    x = {"token_ids": ids[:, :-1], "segment_ids": seg[:, :-1]}
     y = ids[:, 1:]
-    weight = resp[:, 1:] * mask[:, 1:]
+    weight = resp[:, 1:] * (seg[:, 1:] > 0)
     return x, y, weight
 
 

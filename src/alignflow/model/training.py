@@ -20,7 +20,7 @@ import numpy as np
 
 from alignflow.config import TuneParams
 from alignflow.io import atomic_dir
-from alignflow.model.sft import Encoded, make_batch
+from alignflow.model.sft import Encoded, make_batch, pack
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,61 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def plan(n_rows: int, p: TuneParams) -> tuple[int, int]:
-    """(steps per epoch, total steps)."""
-    per_epoch = math.ceil(n_rows / p.batch_size)
-    total = per_epoch * p.epochs
-    return per_epoch, min(total, p.max_steps) if p.max_steps else total
+@dataclass(frozen=True)
+class Schedule:
+    """Which rows every step trains on: each epoch's seeded order packed into sequences, then batched."""
+
+    batches: list[list[list[int]]]  # step -> batch rows -> row indices packed into that row
+    epochs: list[int]  # step -> epoch
+    per_epoch: list[int]  # steps in each epoch
+
+    @property
+    def total(self) -> int:
+        return len(self.batches)
 
 
-def batch_indices(n_rows: int, step: int, per_epoch: int, batch_size: int, seed: int) -> tuple[int, list[int]]:
-    """(epoch, row indices) of a global step; the last batch of an epoch is topped up with -1 (padding)."""
-    epoch, k = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n_rows)
-    idx = order[k * batch_size : (k + 1) * batch_size].tolist()
-    return epoch, idx + [-1] * (batch_size - len(idx))
+def plan(lengths: Sequence[int], p: TuneParams, seed: int) -> Schedule:
+    """The whole run's batches: a pure function of (row lengths, params, seed), so a resumed run replays it."""
+    batches, epochs, per_epoch = [], [], []
+    for epoch in range(p.epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(lengths)).tolist()
+        packs = pack(lengths, order, p.seq_len + 1) if p.packing else [[i] for i in order]
+        steps = [packs[k : k + p.batch_size] for k in range(0, len(packs), p.batch_size)]
+        batches += steps
+        epochs += [epoch] * len(steps)
+        per_epoch.append(len(steps))
+    if p.max_steps:
+        batches, epochs = batches[: p.max_steps], epochs[: p.max_steps]
+    return Schedule(batches, epochs, per_epoch)
+
+
+class SFTModel:
+    """Builds the Keras model that trains a backbone on packed conversations (see sft.make_batch).
+
+    It reuses the backbone's own layers, so LoRA weights trained here are the causal LM's weights; the
+    only difference from the backbone's forward pass is the attention mask: causal and within a segment.
+    """
+
+    @staticmethod
+    def build(backbone):
+        import keras
+        from keras import ops
+
+        class _SFT(keras.Model):
+            def __init__(self, backbone, **kwargs):
+                super().__init__(**kwargs)
+                self.backbone = backbone
+
+            def call(self, inputs):
+                seg = inputs["segment_ids"]
+                mask = ops.equal(ops.expand_dims(seg, 2), ops.expand_dims(seg, 1))  # padding attends to padding
+                x = self.backbone.token_embedding(inputs["token_ids"])
+                for layer in self.backbone.transformer_layers:
+                    x = layer(x, decoder_attention_mask=mask)
+                x = self.backbone.layer_norm(x)
+                return self.backbone.token_embedding(x, reverse=True)
+
+        return _SFT(backbone, name="sft")
 
 
 def make_optimizer(p: TuneParams, total_steps: int):
@@ -68,29 +110,31 @@ def make_optimizer(p: TuneParams, total_steps: int):
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=p.weight_decay, global_clipnorm=p.clip_norm)
 
 
-def compile_for_sft(causal_lm, p: TuneParams, total_steps: int) -> None:
-    """Loss = mean cross-entropy over response tokens (sample weights select them)."""
+def compile_for_sft(backbone, p: TuneParams, total_steps: int):
+    """The SFT model over `backbone`, compiled: loss = mean cross-entropy over response tokens."""
     import keras
 
-    causal_lm.compile(
+    model = SFTModel.build(backbone)
+    model.compile(
         optimizer=make_optimizer(p, total_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
         weighted_metrics=[],
     )
-    causal_lm.optimizer.build(causal_lm.trainable_variables)
+    model.optimizer.build(model.trainable_variables)
+    return model
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
-def save_checkpoint(path: Path, causal_lm, step: int, fingerprint: str, result: TrainResult) -> None:
+def save_checkpoint(path: Path, model, step: int, fingerprint: str, result: TrainResult) -> None:
     """Trainable weights, optimizer state and progress, swapped in atomically."""
     with atomic_dir(path) as tmp:
-        np.savez(tmp / "trainable.npz", *[np.asarray(v.value) for v in causal_lm.trainable_variables])
-        np.savez(tmp / "optimizer.npz", *[np.asarray(v.value) for v in causal_lm.optimizer.variables])
+        np.savez(tmp / "trainable.npz", *[np.asarray(v.value) for v in model.trainable_variables])
+        np.savez(tmp / "optimizer.npz", *[np.asarray(v.value) for v in model.optimizer.variables])
         meta = {"step": step, "fingerprint": fingerprint, "history": result.history, "val_history": result.val_history}
         (tmp / "state.json").write_text(json.dumps(meta))
 
 
-def load_checkpoint(path: Path, causal_lm, fingerprint: str) -> dict | None:
+def load_checkpoint(path: Path, model, fingerprint: str) -> dict | None:
     """Restore a checkpoint made for the same fingerprint (params, data, base); None if there is none."""
     state_file = path / "state.json"
     if not state_file.exists():
@@ -99,7 +143,7 @@ def load_checkpoint(path: Path, causal_lm, fingerprint: str) -> dict | None:
     if meta.get("fingerprint") != fingerprint:
         log.info("checkpoint in %s is for other params/data/base: starting fresh", path)
         return None
-    for group, variables in (("trainable", causal_lm.trainable_variables), ("optimizer", causal_lm.optimizer.variables)):
+    for group, variables in (("trainable", model.trainable_variables), ("optimizer", model.optimizer.variables)):
         with np.load(path / f"{group}.npz") as saved:
             values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
         if len(values) != len(variables):
@@ -111,7 +155,7 @@ def load_checkpoint(path: Path, causal_lm, fingerprint: str) -> dict | None:
 
 
 def train(
-    causal_lm,
+    model,
     train_rows: Sequence[Encoded],
     val_rows: Sequence[Encoded],
     p: TuneParams,
@@ -121,57 +165,62 @@ def train(
     fingerprint: str = "",
     on_step: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train (resuming from checkpoint_dir when it holds a matching checkpoint); validate each epoch."""
+    """Train `model` (from compile_for_sft), resuming from checkpoint_dir when it holds a matching
+    checkpoint; validate at the end of every epoch."""
     from tqdm.auto import tqdm
 
-    per_epoch, total = plan(len(train_rows), p)
+    schedule = plan([len(r.ids) for r in train_rows], p, seed)
+    total = schedule.total
     result = TrainResult(steps=total)
     start = 0
-    if checkpoint_dir is not None and (meta := load_checkpoint(checkpoint_dir, causal_lm, fingerprint)):
+    if checkpoint_dir is not None and (meta := load_checkpoint(checkpoint_dir, model, fingerprint)):
         start = result.resumed_from = meta["step"]
         result.history, result.val_history = meta["history"], meta["val_history"]
         log.info("resumed from checkpoint at step %d of %d", start, total)
     if start == 0 and val_rows:  # the untuned model's validation loss, the curve's first point
-        result.val_history.append({"step": 0, "epoch": -1, "val_loss": round(evaluate_loss(causal_lm, val_rows, p, pad_id), 5)})
-    blank = Encoded([pad_id], [0])
+        result.val_history.append({"step": 0, "epoch": -1, "val_loss": round(evaluate_loss(model, val_rows, p, pad_id), 5)})
+    blank = [Encoded([pad_id], [0])]
     bar = tqdm(total=total, initial=start, desc="tune", unit="step", disable=os.environ.get("ALIGNFLOW_NO_PROGRESS") == "1")
     t0 = time.perf_counter()
     for step in range(start, total):
-        epoch, idx = batch_indices(len(train_rows), step, per_epoch, p.batch_size, seed)
-        x, y, w = make_batch([train_rows[i] if i >= 0 else blank for i in idx], p.seq_len, pad_id)
-        lr = float(np.asarray(causal_lm.optimizer.learning_rate))
-        loss = float(causal_lm.train_on_batch(x, y, sample_weight=w))
+        epoch, batch = schedule.epochs[step], schedule.batches[step]
+        packs = [[train_rows[i] for i in ids] for ids in batch] + [blank] * (p.batch_size - len(batch))
+        x, y, w = make_batch(packs, p.seq_len, pad_id)
+        lr = float(np.asarray(model.optimizer.learning_rate))
+        loss = float(model.train_on_batch(x, y, sample_weight=w))
         if not math.isfinite(loss):
             raise TrainingError(f"loss is {loss} at step {step + 1}: lower tune.learning_rate or check the data")
-        tokens = int(x["padding_mask"].sum())
-        result.tokens += tokens
-        row = {"step": step + 1, "epoch": epoch, "loss": round(loss, 5), "lr": lr}
+        result.tokens += int((x["segment_ids"] > 0).sum())
+        row = {"step": step + 1, "epoch": epoch, "loss": round(loss, 5), "lr": lr,
+               "rows": sum(len(ids) for ids in batch)}
         result.history.append(row)
         elapsed = time.perf_counter() - t0
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{result.tokens / elapsed:.0f}")
         bar.update(1)
         if on_step:
             on_step({**row, "tokens_per_second": result.tokens / elapsed})
-        end_of_epoch = (step + 1) % per_epoch == 0 or step + 1 == total
+        end_of_epoch = step + 1 == total or schedule.epochs[step + 1] != epoch
         if end_of_epoch and val_rows:
-            result.val_history.append({"step": step + 1, "epoch": epoch, "val_loss": round(evaluate_loss(causal_lm, val_rows, p, pad_id), 5)})
+            result.val_history.append({"step": step + 1, "epoch": epoch, "val_loss": round(evaluate_loss(model, val_rows, p, pad_id), 5)})
             log.info("epoch %d: val loss %.4f", epoch, result.val_history[-1]["val_loss"])
         if checkpoint_dir is not None and ((step + 1) % p.checkpoint_every == 0 or step + 1 == total):
-            save_checkpoint(checkpoint_dir, causal_lm, step + 1, fingerprint, result)
+            save_checkpoint(checkpoint_dir, model, step + 1, fingerprint, result)
     bar.close()
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def evaluate_loss(causal_lm, rows: Sequence[Encoded], p: TuneParams, pad_id: int) -> float:
-    """Mean cross-entropy per response token over `rows`, in the training batch shape."""
+def evaluate_loss(model, rows: Sequence[Encoded], p: TuneParams, pad_id: int) -> float:
+    """Mean cross-entropy per response token over `rows`, packed (in order) into the training shape."""
     total, weight = 0.0, 0.0
-    blank = Encoded([pad_id], [0])
-    for start in range(0, len(rows), p.batch_size):
-        chunk = list(rows[start : start + p.batch_size])
+    blank = [Encoded([pad_id], [0])]
+    order = range(len(rows))
+    packs = pack([len(r.ids) for r in rows], order, p.seq_len + 1) if p.packing else [[i] for i in order]
+    for start in range(0, len(packs), p.batch_size):
+        chunk = [[rows[i] for i in ids] for ids in packs[start : start + p.batch_size]]
         chunk += [blank] * (p.batch_size - len(chunk))
         x, y, w = make_batch(chunk, p.seq_len, pad_id)
-        loss = float(causal_lm.test_on_batch(x, y, sample_weight=w))
+        loss = float(model.test_on_batch(x, y, sample_weight=w))
         total += loss * w.sum()
         weight += w.sum()
     return float(total / weight) if weight else float("nan")

@@ -25,11 +25,18 @@ from alignflow.stages import stage_main
 log = logging.getLogger(__name__)
 
 
-def encode_rows(model: ChatModel, rows: list[dict], seq_len: int) -> tuple[list[sft.Encoded], list[dict]]:
-    """Encode conversations for training; rows whose response alone exceeds seq_len are returned apart."""
+def encode_rows(
+    model: ChatModel, rows: list[dict], seq_len: int, benign_weight: float = 1.0
+) -> tuple[list[sft.Encoded], list[dict]]:
+    """Encode conversations for training; rows whose response alone exceeds seq_len are returned apart.
+
+    Only `messages` reach the tokenizer; the `adversarial` flag only sets the loss weight.
+    """
     kept, too_long = [], []
     for row in rows:
         enc = sft.encode_conversation(model.tokenizer, model.template, row["messages"])  # messages only
+        if not row["adversarial"] and benign_weight != 1.0:
+            enc = dataclasses.replace(enc, weight=benign_weight)
         try:
             kept.append(sft.fit_length(enc, seq_len))
         except sft.TooLongError as exc:
@@ -53,15 +60,15 @@ def run(cfg: Config) -> dict:
     split = {s: pq.read_table(Path(cfg.paths.curated) / f"{s}.parquet").to_pylist() for s in ("train", "val")}
     with tracking.stage_run(cfg, "tune"):
         model = load_model(cfg.model)
-        train_rows, train_long = encode_rows(model, split["train"], p.seq_len)
+        train_rows, train_long = encode_rows(model, split["train"], p.seq_len, p.benign_weight)
         val_rows, val_long = encode_rows(model, split["val"], p.seq_len)
         if not train_rows:
             raise training.TrainingError(f"no training rows fit tune.seq_len={p.seq_len}")
-        _, total = training.plan(len(train_rows), p)
+        total = training.plan([len(r.ids) for r in train_rows], p, cfg.seed).total
         sft.enable_lora(model.causal_lm.backbone, p.lora_rank, p.lora_top_layers)
-        training.compile_for_sft(model.causal_lm, p, total)
+        sft_model = training.compile_for_sft(model.causal_lm.backbone, p, total)
         result = training.train(
-            model.causal_lm, train_rows, val_rows, p, cfg.seed, model.tokenizer.pad_id,
+            sft_model, train_rows, val_rows, p, cfg.seed, model.tokenizer.pad_id,
             checkpoint_dir=Path(cfg.paths.checkpoints), fingerprint=fingerprint(cfg, model.source_hash, split["train"]),
             on_step=lambda r: mlflow.log_metrics({"train_loss": r["loss"], "lr": r["lr"],
                                                   "tokens_per_second": r["tokens_per_second"]}, step=r["step"]),
@@ -79,7 +86,9 @@ def run(cfg: Config) -> dict:
             "steps": result.steps,
             "train_rows": len(train_rows), "val_rows": len(val_rows),
             "rows_too_long": len(train_long) + len(val_long), "too_long_ids": [r["id"] for r in train_long + val_long],
-            "rows_prompt_truncated": truncated,
+            "rows_prompt_truncated": truncated, "train_seconds": round(result.seconds, 1),
+            "tokens_per_second": round(result.tokens / result.seconds, 1) if result.seconds else None,
+            "rows_per_step": round(sum(h.get("rows", 0) for h in result.history) / max(len(result.history), 1), 2),
             "train_loss_first": losses[0], "train_loss_last": losses[-1],
             "train_loss_last10_mean": round(sum(losses[-10:]) / len(losses[-10:]), 5),
             "val_loss_before": result.val_history[0]["val_loss"] if result.val_history else None,
