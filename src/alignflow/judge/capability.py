@@ -88,7 +88,8 @@ def reference_loglik(
     out: list[float] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        x, y, weight = sft.make_batch(chunk + [blank] * (batch_size - len(chunk)), seq_len, pad)
+        x, y, weight = sft.make_batch([[r] for r in chunk] + [[blank]] * (batch_size - len(chunk)), seq_len, pad)
+        x = {"token_ids": x["token_ids"], "padding_mask": x["segment_ids"] > 0}  # one conversation per row
         logp = np.asarray(fn(trainable, non_trainable, x, y))
         for i in range(len(chunk)):
             w = weight[i]
