@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -122,18 +121,7 @@ def workload_bound(m: dict, prompt_lens: list[int], new_tokens: list[int], batch
 
 
 def run_one(name: str, cmd: list[str], work: Path, log) -> dict:
-    out = work / f"{name}.json"
-    load = probe.loadavg()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    t0 = time.perf_counter()
-    proc = subprocess.run([*cmd, str(out)], env=env, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode:
-        log(f"{name} FAILED after {time.perf_counter() - t0:.0f} s:\n{proc.stderr[-3000:]}")
-        return {"error": proc.stderr[-3000:], "loadavg_before": load}
-    res = json.loads(out.read_text())
-    res.update(loadavg_before=load, process_seconds=round(time.perf_counter() - t0, 1))
-    return res
+    return probe.run_measurement(name, cmd, work, log, REPO)
 
 
 def agreement(a: dict, p: dict) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -114,6 +115,22 @@ def machine(packages: tuple[str, ...]) -> dict:
 
 
 # --- probes ----------------------------------------------------------------------------------------
+def run_measurement(name: str, cmd: list[str], work: Path, log, repo: Path, **env: str) -> dict:
+    """Run one measurement in a fresh process (it writes work/NAME.json); its result, or its error."""
+    out = work / f"{name}.json"
+    load = loadavg()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")])),
+           "TF_CPP_MIN_LOG_LEVEL": "3", **env}
+    t0 = time.perf_counter()
+    proc = subprocess.run([*cmd, str(out)], env=env, capture_output=True, text=True, cwd=repo)
+    if proc.returncode:
+        log(f"{name} FAILED after {time.perf_counter() - t0:.0f} s:\n{proc.stderr[-3000:]}")
+        return {"error": proc.stderr[-3000:], "loadavg_before": load}
+    res = json.loads(out.read_text())
+    res.update(loadavg_before=load, process_seconds=round(time.perf_counter() - t0, 1))
+    return res
+
+
 def environment_lines(report: dict) -> list[str]:
     """The RESULTS.md lines naming the machine, both sides' packages and the load when measuring began."""
     m, pm, q = report["machine"], report["peer_machine"], report["quiet"]
