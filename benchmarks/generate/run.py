@@ -339,10 +339,7 @@ def main() -> None:
     for r in report["runs"].values():  # keep results.json small: texts and ids were only for the agreement check
         r.pop("texts", None)
         r.pop("new_ids", None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "RESULTS.md").write_text(markdown(report))
-    print(markdown(report))
+    probe.write_results(args.out, report, markdown)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,15 @@ def run_measurement(name: str, cmd: list[str], work: Path, log, repo: Path, **en
     return res
 
 
+def write_results(out: Path, report: dict, markdown) -> None:
+    """results.json and RESULTS.md in `out`; the markdown is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (out / "RESULTS.md").write_text(text)
+    print(text)
+
+
 def environment_lines(report: dict) -> list[str]:
     """The RESULTS.md lines naming the machine, both sides' packages and the load when measuring began."""
     m, pm, q = report["machine"], report["peer_machine"], report["quiet"]

@@ -315,10 +315,7 @@ def main() -> None:
                                                               report["model"]["num_layers"] - args.top_layers)}
         report["runs"] = measure_all(args, work, log)
     report["summary"] = summarise(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "RESULTS.md").write_text(markdown(report))
-    print(markdown(report))
+    probe.write_results(args.out, report, markdown)
 
 
 if __name__ == "__main__":

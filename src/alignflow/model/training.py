@@ -52,12 +52,17 @@ class Schedule:
         return len(self.batches)
 
 
+def sequences(lengths: Sequence[int], order: Sequence[int], p: TuneParams) -> list[list[int]]:
+    """Row indices per training sequence: packed first-fit (tune.packing) or one row each."""
+    return pack(lengths, order, p.seq_len + 1) if p.packing else [[i] for i in order]
+
+
 def plan(lengths: Sequence[int], p: TuneParams, seed: int) -> Schedule:
     """The whole run's batches: a pure function of (row lengths, params, seed), so a resumed run replays it."""
     batches, epochs, per_epoch = [], [], []
     for epoch in range(p.epochs):
         order = np.random.default_rng([seed, epoch]).permutation(len(lengths)).tolist()
-        packs = pack(lengths, order, p.seq_len + 1) if p.packing else [[i] for i in order]
+        packs = sequences(lengths, order, p)
         steps = [packs[k : k + p.batch_size] for k in range(0, len(packs), p.batch_size)]
         batches += steps
         epochs += [epoch] * len(steps)
@@ -214,8 +219,7 @@ def evaluate_loss(model, rows: Sequence[Encoded], p: TuneParams, pad_id: int) ->
     """Mean cross-entropy per response token over `rows`, packed (in order) into the training shape."""
     total, weight = 0.0, 0.0
     blank = [Encoded([pad_id], [0])]
-    order = range(len(rows))
-    packs = pack([len(r.ids) for r in rows], order, p.seq_len + 1) if p.packing else [[i] for i in order]
+    packs = sequences([len(r.ids) for r in rows], range(len(rows)), p)
     for start in range(0, len(packs), p.batch_size):
         chunk = [[rows[i] for i in ids] for ids in packs[start : start + p.batch_size]]
         chunk += [blank] * (p.batch_size - len(chunk))
