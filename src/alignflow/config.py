@@ -132,6 +132,8 @@ class TuneParams:
     lora_top_layers: int = _f(0, "Train LoRA only in the top k transformer layers (0: all layers).")
     packing: bool = _f(True, "Pack several conversations into each sequence (attention kept within each one).")
     benign_weight: float = _f(1.0, "Loss weight of benign rows' response tokens relative to adversarial rows' (1: equal).")
+    lead_tokens: int = _f(0, "The first N response tokens of every row (where it answers or declines) weigh lead_weight times more (0: off).")
+    lead_weight: float = _f(1.0, "Loss weight factor of the first tune.lead_tokens response tokens.")
     checkpoint_every: int = _f(25, "Save a resumable checkpoint every N steps.")
 
 

@@ -35,6 +35,21 @@ def test_make_batch_weights_only_response_labels(bundled_tok):
     assert (x["segment_ids"][0, :n] == 1).all() and not x["segment_ids"][0, n:].any()
 
 
+def test_lead_tokens_weigh_more_and_survive_truncation(bundled_tok):
+    tok, template = bundled_tok
+    enc = sft.encode_conversation(tok, template, CONV)
+    first, n = enc.is_response.index(1), len(enc.ids)
+    lead = sft.Encoded(enc.ids, enc.is_response, weight=0.5, lead=(3, 4.0))
+    expected = np.zeros(n)
+    expected[first:] = 0.5
+    expected[first : first + 3] = 2.0  # weight x lead factor on the first three response tokens only
+    np.testing.assert_array_equal(sft.token_weights(lead), expected)
+    cut = sft.fit_length(lead, n - 4)  # n - 3 tokens kept (inputs + shifted labels): three prompt tokens go
+    np.testing.assert_array_equal(sft.token_weights(cut), expected[3:])
+    x, y, w = sft.make_batch([[lead]], seq_len=64, pad_id=tok.pad_id)
+    np.testing.assert_array_equal(w[0, : n - 1], expected[1:])  # the label at t is token t + 1
+
+
 def test_packed_batch_masks_each_conversation_and_the_seam(bundled_tok):
     tok, template = bundled_tok
     a = sft.encode_conversation(tok, template, CONV)

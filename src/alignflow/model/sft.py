@@ -27,6 +27,7 @@ class Encoded:
     is_response: list[int]
     truncated_prompt_tokens: int = 0
     weight: float = 1.0  # loss weight of this conversation's response tokens
+    lead: tuple[int, float] = (0, 1.0)  # the first lead[0] response tokens weigh lead[1] times more
 
 
 def encode_conversation(tokenizer: TextTokenizer, template: str, messages: Sequence[chat.Message]) -> Encoded:
@@ -50,7 +51,7 @@ def fit_length(enc: Encoded, seq_len: int) -> Encoded:
     n_prompt = enc.is_response.index(1) if 1 in enc.is_response else len(enc.ids)
     if extra >= n_prompt:
         raise TooLongError(f"response needs {len(enc.ids) - n_prompt} tokens; sequence length is {seq_len}")
-    return Encoded(enc.ids[extra:], enc.is_response[extra:], extra, enc.weight)
+    return Encoded(enc.ids[extra:], enc.is_response[extra:], extra, enc.weight, enc.lead)
 
 
 def pack(lengths: Sequence[int], order: Sequence[int], budget: int) -> list[list[int]]:
@@ -81,7 +82,7 @@ def make_batch(packs: Sequence[Sequence[Encoded]], seq_len: int, pad_id: int) ->
     conversation (SFTModel builds that mask), and because RoPE only sees relative positions a packed
     conversation scores exactly as it would alone. Weight is 1 only where the label is a response token,
     so the label that crosses from one conversation into the next (a prompt token) weighs nothing;
-    a conversation's `weight` scales its response tokens.
+    a conversation's `weight` scales its response tokens, and `lead` its first few response tokens.
     """
     n = len(packs)
     ids = np.full((n, seq_len + 1), pad_id, dtype="int32")
@@ -94,13 +95,24 @@ def make_batch(packs: Sequence[Sequence[Encoded]], seq_len: int, pad_id: int) ->
             if at + k > seq_len + 1:
                 raise TooLongError(f"batch row {i} needs more than {seq_len + 1} tokens; call fit_length and pack first")
             ids[i, at : at + k] = row.ids
-            resp[i, at : at + k] = np.asarray(row.is_response, dtype="float32") * row.weight
+            resp[i, at : at + k] = token_weights(row)
             seg[i, at : at + k] = s
             at += k
     x = {"token_ids": ids[:, :-1], "segment_ids": seg[:, :-1]}
     y = ids[:, 1:]
     weight = resp[:, 1:] * (seg[:, 1:] > 0)
     return x, y, weight
+
+
+def token_weights(row: Encoded) -> np.ndarray:
+    """Loss weight of each token of a conversation: 0 for prompt tokens, `weight` for response tokens,
+    and `weight * lead[1]` for the first `lead[0]` response tokens (where a reply decides to answer or decline)."""
+    w = np.asarray(row.is_response, dtype="float32") * row.weight
+    n, factor = row.lead
+    if n and factor != 1.0:
+        first = row.is_response.index(1) if 1 in row.is_response else len(w)
+        w[first : first + n] *= factor
+    return w
 
 
 def enable_lora(backbone, rank: int, top_layers: int = 0) -> None:

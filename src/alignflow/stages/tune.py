@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def encode_rows(
-    model: ChatModel, rows: list[dict], seq_len: int, benign_weight: float = 1.0
+    model: ChatModel, rows: list[dict], seq_len: int, benign_weight: float = 1.0, lead: tuple[int, float] = (0, 1.0)
 ) -> tuple[list[sft.Encoded], list[dict]]:
     """Encode conversations for training; rows whose response alone exceeds seq_len are returned apart.
 
@@ -35,8 +35,7 @@ def encode_rows(
     kept, too_long = [], []
     for row in rows:
         enc = sft.encode_conversation(model.tokenizer, model.template, row["messages"])  # messages only
-        if not row["adversarial"] and benign_weight != 1.0:
-            enc = dataclasses.replace(enc, weight=benign_weight)
+        enc = dataclasses.replace(enc, weight=1.0 if row["adversarial"] else benign_weight, lead=lead)
         try:
             kept.append(sft.fit_length(enc, seq_len))
         except sft.TooLongError as exc:
@@ -60,7 +59,8 @@ def run(cfg: Config) -> dict:
     split = {s: pq.read_table(Path(cfg.paths.curated) / f"{s}.parquet").to_pylist() for s in ("train", "val")}
     with tracking.stage_run(cfg, "tune"):
         model = load_model(cfg.model)
-        train_rows, train_long = encode_rows(model, split["train"], p.seq_len, p.benign_weight)
+        train_rows, train_long = encode_rows(model, split["train"], p.seq_len, p.benign_weight,
+                                              (p.lead_tokens, p.lead_weight))
         val_rows, val_long = encode_rows(model, split["val"], p.seq_len)
         if not train_rows:
             raise training.TrainingError(f"no training rows fit tune.seq_len={p.seq_len}")
