@@ -241,13 +241,7 @@ def markdown(report: dict) -> str:
         first = r.get("first_pass_seconds_with_compile", r.get("warmup_batch_seconds"))
         lines.append(f"| {name} | {r['new_tokens']:,} | {r['seconds']} | {r['passes_tokens_per_s']} | {r['stopped_rows']} "
                      f"| {first} | {r['loadavg_before'][0]} |")
-    busy = [(k, r["other_load"]) for k, r in report["runs"].items() if r.get("other_load", 0) > 0.1]
-    if busy or not q["quiet"]:
-        lines += ["", "**Warning:** " + probe.not_quiet_note(q)
-                  + ("other processes used the machine during " + ", ".join(f"{k} ({v:.0%} of its cores)" for k, v in busy) if busy else "")
-                  + ". Those timings understate what each system does on a quiet machine."]
-    if report.get("notes"):
-        lines += ["", *report["notes"]]
+    lines += probe.closing_lines(q, {k: r.get("other_load", 0) for k, r in report["runs"].items()}, report.get("notes"))
     return "\n".join(lines) + "\n"
 
 

@@ -94,6 +94,18 @@ def not_quiet_note(q: dict) -> str:
     return f"the machine never got quiet (load >= {q['max_load']} for the whole {q['waited_s']} s wait); "
 
 
+def closing_lines(q: dict, other_load: dict[str, float], notes: list[str]) -> list[str]:
+    """A report's last lines: a warning when the machine was not quiet or another process used it
+    during a measurement (`other_load`: measurement -> share of the cores used by others), then notes."""
+    busy = [(k, v) for k, v in other_load.items() if v > 0.1]
+    lines = []
+    if busy or not q["quiet"]:
+        lines += ["", "**Warning:** " + not_quiet_note(q)
+                  + ("other processes used the machine during " + ", ".join(f"{k} ({v:.0%} of its cores)" for k, v in busy) if busy else "")
+                  + ". Those timings understate what each system does on a quiet machine."]
+    return lines + (["", *notes] if notes else [])
+
+
 def machine(packages: tuple[str, ...]) -> dict:
     """CPU model, cores, memory, Python and the versions of `packages` in THIS interpreter."""
     from importlib import metadata

@@ -259,13 +259,7 @@ def markdown(report: dict) -> str:
             lines.append(f"XLA's cost analysis counts {prof['xla_step_flops'] / 1e9:.1f} GFLOP for the whole step "
                          f"({prof['xla_forward_flops'] / 1e9:.1f} forward); the formula gives {fl['step'] / 1e9:.1f} "
                          f"({fl['forward'] / 1e9:.1f} forward).")
-    busy = [(k, r["other_load"]) for k, r in s["per_system"].items() if r["other_load"] > 0.1]
-    if busy or not q["quiet"]:
-        lines += ["", "**Warning:** " + probe.not_quiet_note(q)
-                  + ("other processes used the machine during " + ", ".join(f"{k} ({v:.0%} of its cores)" for k, v in busy) if busy else "")
-                  + ". Those timings understate what each system does on a quiet machine."]
-    if report.get("notes"):
-        lines += ["", *report["notes"]]
+    lines += probe.closing_lines(q, {k: r["other_load"] for k, r in s["per_system"].items()}, report.get("notes"))
     return "\n".join(lines) + "\n"
 
 
