@@ -6,7 +6,7 @@ so alignflow tokenizes prompt and response separately and builds the per-token s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -51,7 +51,7 @@ def fit_length(enc: Encoded, seq_len: int) -> Encoded:
     n_prompt = enc.is_response.index(1) if 1 in enc.is_response else len(enc.ids)
     if extra >= n_prompt:
         raise TooLongError(f"response needs {len(enc.ids) - n_prompt} tokens; sequence length is {seq_len}")
-    return Encoded(enc.ids[extra:], enc.is_response[extra:], extra, enc.weight, enc.lead)
+    return replace(enc, ids=enc.ids[extra:], is_response=enc.is_response[extra:], truncated_prompt_tokens=extra)
 
 
 def pack(lengths: Sequence[int], order: Sequence[int], budget: int) -> list[list[int]]:
