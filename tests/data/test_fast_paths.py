@@ -126,9 +126,35 @@ def corpus(n: int, seed: int = 0) -> list[str]:
 
 
 def flat_layout(texts: list[str], n: int = 3):
-    hashes = [dedup.gram_hashes(text.word_bytes(t), n) for t in texts]
-    offsets = np.concatenate([[0], np.cumsum([len(h) for h in hashes])]).astype(np.int64)
-    return np.array([x for h in hashes for x in h], dtype=np.uint64), offsets
+    w = dedup.split_words([text.word_stream(t) for t in texts])
+    return dedup.gram_hashes_flat(w.hashes, w.counts, n)
+
+
+def gram_list(t: str, n: int = 3) -> list[int]:
+    return flat_layout([t], n)[0].tolist()
+
+
+def test_split_words_matches_words_and_key_in_any_batch():
+    """Batched word hashes, keys and n-grams equal the per-text definitions, wherever a text sits."""
+    texts = fuzz(2000, seed=8) + corpus(500, seed=9) + ["", " ", "one", "a b", "İß e\u0301 x", "It's 2 o'clock!"]
+    w = dedup.split_words([text.word_stream(t) for t in texts])
+    assert w.counts.tolist() == [len(text.words(t)) for t in texts]
+    assert w.keys.to_pylist() == [text.key(t) for t in texts]
+    flat, offsets = dedup.gram_hashes_flat(w.hashes, w.counts, 3)
+    alone = [gram_list(t) for t in texts]
+    assert [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == alone
+    assert [len(g) for g in alone] == [len(text.ngrams(text.words(t), 3)) for t in texts]
+    # Equal words hash equally, different words differently (over this corpus's vocabulary).
+    vocab = {}
+    for word, h in zip([x for t in texts for x in text.words(t)], w.hashes.tolist()):
+        assert vocab.setdefault(word, h) == h
+    assert len(set(vocab.values())) == len(vocab)
+    # Equal n-grams hash equally, different n-grams differently, short texts included.
+    grams = {}
+    for t, hs in zip(texts, alone):
+        for g, h in zip(text.ngrams(text.words(t), 3), hs):
+            assert grams.setdefault(g, h) == h
+    assert len(set(grams.values())) == len(grams)
 
 
 @pytest.mark.parametrize("bands,threshold", [(16, 0.8), (32, 0.7), (8, 0.9)])
@@ -165,7 +191,7 @@ def test_reference_index_suspects_cover_every_match():
     refs = corpus(200, seed=3)
     rows = corpus(3000, seed=4) + [refs[5], "zz " + refs[7], " ".join(refs[9].split()[:12]), "a", ""]
     index = dedup.ReferenceIndex(refs, shingle_n=3, overlap_n=10, num_perm=128, bands=16)
-    hashes = [dedup.gram_hashes(text.word_bytes(t), 3) if len(text.words(t)) >= 3 else [] for t in rows]
+    hashes = [gram_list(t) if len(text.words(t)) >= 3 else [] for t in rows]
     offsets = np.concatenate([[0], np.cumsum([len(h) for h in hashes])]).astype(np.int64)
     suspects = set(index.suspects(np.array([x for h in hashes for x in h], dtype=np.uint64), offsets, 0.5).tolist())
     matched = set()
@@ -196,3 +222,33 @@ def test_word_counts_of_normalised_texts():
     for t in fuzz(3000, seed=8) + ["", "a", "a b", " a  b ", "x\ty", "l1\nl2  l3"]:
         clean = text.scrub_pii(text.normalise(t))[0]
         assert _count_words(clean) == len(clean.split()), repr(clean)
+
+
+def stratified_split_reference(policies: list[str], use_cases: list[str], val_fraction: float, seed: int) -> list[str]:
+    """stratified_split as first written: a Python dict of cells, one loop per row."""
+    cells: dict = {}
+    for i, cell in enumerate(zip(policies, use_cases)):
+        cells.setdefault(cell, []).append(i)
+    out = ["train"] * len(policies)
+    rng = np.random.default_rng(seed)
+    for cell in sorted(cells):
+        members = np.array(cells[cell])
+        rng.shuffle(members)
+        n_val = int(round(len(members) * val_fraction))
+        if val_fraction > 0 and n_val == 0 and len(members) >= 3:
+            n_val = 1
+        for i in members[:n_val]:
+            out[int(i)] = "val"
+    return out
+
+
+@pytest.mark.parametrize("fraction,seed", [(0.1, 42), (0.25, 7), (0.0, 1)])
+def test_stratified_split_matches_reference(fraction, seed):
+    from alignflow.data.curation import stratified_split
+
+    rng = random.Random(seed)
+    policies = [rng.choice(["fraud", "none", "cyber_harm", "hate"]) for _ in range(3000)]
+    use_cases = [rng.choice(["advice", "coding", "qa"]) if p != "hate" else "qa" for p in policies]
+    got = stratified_split(pa.array(policies), pa.chunked_array([use_cases[:1000], use_cases[1000:]]), fraction, seed)
+    assert got.tolist() == stratified_split_reference(policies, use_cases, fraction, seed)
+    assert (fraction == 0) == ("val" not in got.tolist())

@@ -24,7 +24,7 @@ from alignflow.data import dedup
 from alignflow.data.curation_report import WordNgrams, diversity_ratios
 from alignflow.data.policies import Policies
 from alignflow.data.records import Dropped, line_parser, log_dropped, raw_text
-from alignflow.data.text import PLACEHOLDERS, normalise, scrub_pii_counts, word_bytes
+from alignflow.data.text import PLACEHOLDERS, normalise, scrub_pii_counts, word_stream
 
 PII_KINDS = tuple(PLACEHOLDERS)
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -51,21 +51,21 @@ _PARENT_ONLY = ("reason", "field", "detail", "empty", "shingles", "prompt_grams"
 def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Table:
     """Per raw line: parse and check; then normalised + scrubbed messages, keys, PII counts, shingles.
 
-    Tens of microseconds a row, most of the stage's work: appends are bound to locals, Arrow columns
-    are built once per batch.
+    Python runs per row only to parse, check, normalise and scrub (appends bound to locals); words,
+    keys and n-gram hashes are numpy over the whole batch (`dedup.split_words`), Arrow columns are
+    built once per batch.
     """
     n_kinds, pii_index = len(PII_KINDS), {k: n for n, k in enumerate(PII_KINDS)}
-    problems, ids, meta, texts, numbers, pii = [], [], [], [], [], []
-    roles, contents, msg_offsets, shingles, sh_offsets = [], [], [0], [], [0]
-    add_role, add_content, add_msg_end, add_shingles, add_sh_end = (
-        roles.append, contents.append, msg_offsets.append, shingles.extend, sh_offsets.append)
+    problems, ids, meta, numbers, pii = [], [], [], [], []
+    roles, contents, msg_offsets, streams = [], [], [0], []
+    add_role, add_content, add_msg_end, add_streams = roles.append, contents.append, msg_offsets.append, streams.extend
     parse = line_parser(policies)
     for raw in batch.column("raw").to_pylist():
         obj, rid, problem = parse(raw)
         ids.append(rid)
         problems.append(problem)
         if problem:
-            add_msg_end(len(roles)), add_sh_end(len(shingles))
+            add_msg_end(len(roles))
             continue
         counts = [0] * n_kinds
         start = len(contents)
@@ -76,26 +76,30 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
             add_role(m["role"]), add_content(text)
         row_texts = contents[start:]
         prompt, response = row_texts[-2], row_texts[-1]  # check_row: the last two are user, assistant
-        pw, rw = word_bytes(prompt), word_bytes(response)
-        add_shingles(dedup.gram_hashes(pw + rw, shingle_n))  # words(p + "\n" + r) == words(p) + words(r)
-        add_msg_end(len(roles)), add_sh_end(len(shingles))
+        add_streams((word_stream(prompt), word_stream(response)))
+        add_msg_end(len(roles))
         meta.append((obj["policy"], obj["use_case"], obj["adversarial"], obj.get("formulation"), obj["source"]))
-        texts.append((b" ".join(pw).decode(), b" ".join(rw).decode()))
-        numbers.append((not all(row_texts), len(pw) - shingle_n + 1 if len(pw) >= shingle_n else -1,
-                        _count_words(prompt), _count_words(response)))
+        numbers.append((not all(row_texts), _count_words(prompt), _count_words(response)))
         pii.append(counts)
 
     # Columns: valid rows fill the positions without a problem, the others stay null.
     ok = np.array([p is None for p in problems], dtype=bool)
 
-    def column(values: list, name: str) -> pa.Array:
-        arr = pa.array(values, PREPARED.field(name).type)
-        if len(values) == len(ok):
+    def column(values, name: str) -> pa.Array:
+        arr = values if isinstance(values, pa.Array) else pa.array(values, PREPARED.field(name).type)
+        if len(arr) == len(ok):
             return arr
         # Scatter the valid rows' values into a full-length column (nulls where a line failed).
         idx = np.cumsum(ok) - 1
         return arr.take(pa.array(idx, pa.int64(), mask=~ok))
 
+    # Words of prompt + response (words(p + "\n" + r) == words(p) + words(r)): the prompt's n-grams
+    # come first; a prompt of fewer than n words has no n-gram set of its own (prompt_grams -1).
+    words = dedup.split_words(streams)
+    prompt_words = words.counts[0::2]
+    flat, offsets = dedup.gram_hashes_flat(words.hashes, prompt_words + words.counts[1::2], shingle_n)
+    grams = np.zeros(len(ok), dtype=np.int64)  # lines with a problem get an empty list
+    grams[ok] = np.diff(offsets)
     cols = {
         "reason": pa.array([p and p[0] for p in problems], pa.string()),
         "field": pa.array([p and p[1] for p in problems], pa.string()),
@@ -103,10 +107,13 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
         "id": pa.array(ids, pa.string()),
         "messages": pa.ListArray.from_arrays(pa.array(msg_offsets, pa.int32()), pa.StructArray.from_arrays(
             [pa.array(roles, pa.string()), pa.array(contents, pa.string())], fields=list(MESSAGE))),
-        "shingles": pa.ListArray.from_arrays(pa.array(sh_offsets, pa.int32()), pa.array(shingles, pa.uint64())),
+        "shingles": pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(grams)], pa.int32()), pa.array(flat, pa.uint64())),
+        "key": column(words.keys.take(pa.array(np.arange(0, len(streams), 2))), "key"),
+        "response_key": column(words.keys.take(pa.array(np.arange(1, len(streams), 2))), "response_key"),
+        "prompt_grams": column(pa.array(np.where(prompt_words >= shingle_n, prompt_words - shingle_n + 1, -1), pa.int32()),
+                               "prompt_grams"),
     }
-    for names, rows in ((_META, meta), (("key", "response_key"), texts),
-                        (("empty", "prompt_grams", "prompt_words", "response_words"), numbers),
+    for names, rows in ((_META, meta), (("empty", "prompt_words", "response_words"), numbers),
                         ([f"pii_{k}" for k in PII_KINDS], pii)):
         for name, values in zip(names, zip(*rows) if rows else [[] for _ in names]):
             cols[name] = column(list(values), name)
@@ -185,7 +192,7 @@ def _kept_rows(table: pa.Table, alive: np.ndarray, val_fraction: float, seed: in
     kept = kept.combine_chunks()  # one chunk per column: later column work is a few calls, not one per batch
     kept = kept.append_column("prompt", turn(kept.column("messages"), 2))
     kept = kept.append_column("response", turn(kept.column("messages"), 1))
-    splits = stratified_split(kept.column("policy").to_pylist(), kept.column("use_case").to_pylist(), val_fraction, seed)
+    splits = stratified_split(kept.column("policy"), kept.column("use_case"), val_fraction, seed)
     pii_counts = np.stack([kept.column(f"pii_{k}").to_numpy().astype(np.int64) for k in PII_KINDS])
     kept = kept.append_column("split", pa.array(splits, pa.string()))
     kept = kept.append_column("pii_replaced", pa.array(pii_counts.sum(axis=0), pa.int32()))
@@ -287,7 +294,7 @@ def contaminated(table: pa.Table, flat: np.ndarray, offsets: np.ndarray, live: n
     if not len(suspects):
         return []
     prompts = turn(_pick(table.column("messages"), suspects), 2).to_pylist()
-    shingles = [dedup.shingle_hashes(t, p.shingle_words) for t in prompts]
+    shingles = dedup.shingle_rows(prompts, p.shingle_words)
     keys = dedup.band_keys(dedup.digests(shingles, p.num_perm), p.lsh_bands)
     found = []
     for i, text, sh, k in zip(suspects.tolist(), prompts, shingles, keys):
@@ -297,20 +304,28 @@ def contaminated(table: pa.Table, flat: np.ndarray, offsets: np.ndarray, live: n
     return found
 
 
-def stratified_split(policies: list[str], use_cases: list[str], val_fraction: float, seed: int) -> list[str]:
-    """'train'/'val' per row: within each policy x use case cell, a seeded shuffle sends
-    round(n * val_fraction) rows to val (at least one when the cell has 3 or more rows)."""
-    cells: dict[tuple[str, str], list[int]] = {}
-    for i, cell in enumerate(zip(policies, use_cases)):
-        cells.setdefault(cell, []).append(i)
-    out = ["train"] * len(policies)
+def stratified_split(policies: pa.Array | pa.ChunkedArray, use_cases: pa.Array | pa.ChunkedArray,
+                     val_fraction: float, seed: int) -> np.ndarray:
+    """'train'/'val' per row: within each policy x use case cell (cells in sorted order), a seeded
+    shuffle of the cell's rows (ascending) sends round(n * val_fraction) of them to val (at least one
+    when the cell has 3 or more rows). Cells come from Arrow dictionary codes, not a Python loop per row."""
+    codes, names = [], []
+    for col in (policies, use_cases):
+        enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        codes.append(enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        names.append(enc.dictionary.to_pylist())
+    cell = codes[0] * max(len(names[1]), 1) + codes[1]
+    order = np.argsort(cell, kind="stable")  # rows grouped by cell, ascending within each
+    present, starts = np.unique(cell[order], return_index=True)
+    bounds = dict(zip(present.tolist(), zip(starts.tolist(), np.r_[starts[1:], len(order)].tolist())))
+    out = np.full(len(cell), "train", dtype=object)
     rng = np.random.default_rng(seed)
-    for cell in sorted(cells):
-        members = np.array(cells[cell])
+    for key in sorted(bounds, key=lambda c: (names[0][c // max(len(names[1]), 1)], names[1][c % max(len(names[1]), 1)])):
+        a, b = bounds[key]
+        members = order[a:b].copy()
         rng.shuffle(members)
         n_val = int(round(len(members) * val_fraction))
         if val_fraction > 0 and n_val == 0 and len(members) >= 3:
             n_val = 1
-        for i in members[:n_val]:
-            out[int(i)] = "val"
+        out[members[:n_val]] = "val"
     return out

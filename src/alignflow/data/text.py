@@ -60,11 +60,17 @@ _ASCII_WORD_BYTES = bytes(c + 32 if 65 <= c <= 90 else c if (48 <= c <= 57 or 97
                           for c in range(256))
 
 
-def word_bytes(text: str) -> list[bytes]:
-    """`words(text)`, each UTF-8 encoded: ~3x faster for ASCII text (bytes.translate, no regex)."""
+def word_stream(text: str) -> bytes:
+    """`words(text)` UTF-8 encoded and separated by runs of spaces (for ASCII text one bytes.translate:
+    ~0.3 us, no regex). `dedup.split_words` turns many of them into word hashes and keys at once."""
     if text.isascii():
-        return text.encode("ascii").translate(_ASCII_WORD_BYTES).split()
-    return [w.encode() for w in words(text)]
+        return text.encode("ascii").translate(_ASCII_WORD_BYTES)
+    return " ".join(words(text)).encode()
+
+
+def word_bytes(text: str) -> list[bytes]:
+    """`words(text)`, each UTF-8 encoded."""
+    return word_stream(text).split()
 
 
 def ngrams(tokens: list[str], n: int) -> list[str]:
