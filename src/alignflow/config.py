@@ -128,7 +128,12 @@ class TuneParams:
     warmup_steps: int = _f(10, "Linear warm-up steps.")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     clip_norm: float = _f(1.0, "Global gradient-norm clip.")
-    lora_rank: int = _f(8, "LoRA rank (query and value projections).")
+    lora_rank: int = _f(8, "LoRA rank.")
+    lora_targets: tuple[str, ...] = _f(
+        ("query", "value"),
+        "Layers that get LoRA, by keras-hub layer name: query, key, value, attention_output, "
+        "feedforward_gate_dense, feedforward_intermediate_dense, feedforward_output_dense.",
+    )
     lora_top_layers: int = _f(0, "Train LoRA only in the top k transformer layers (0: all layers).")
     packing: bool = _f(True, "Pack several conversations into each sequence (attention kept within each one).")
     benign_weight: float = _f(1.0, "Loss weight of benign rows' response tokens relative to adversarial rows' (1: equal).")

@@ -116,3 +116,13 @@ def test_top_layers_freezes_lower_lora(tiny_model):
     sft.enable_lora(tiny_model.causal_lm.backbone, rank=2, top_layers=1)
     names = sft.lora_weight_names(tiny_model.causal_lm.backbone)
     assert names and all("transformer_layer_1" in n for n in names)
+
+
+def test_lora_targets_choose_the_layers_and_reject_unknown_names(tiny_model):
+    backbone = tiny_model.causal_lm.backbone
+    with pytest.raises(ValueError, match="no layer named \\['mlp'\\]"):
+        sft.enable_lora(backbone, rank=2, targets=("query", "mlp"))
+    sft.enable_lora(backbone, rank=2, targets=("query", "feedforward_output_dense"))
+    names = sft.lora_weight_names(backbone)
+    layers = {n.split("/")[-2] for n in names}
+    assert layers == {"query", "feedforward_output_dense"}

@@ -77,11 +77,15 @@ def test_tuned_artifacts_reload_in_a_fresh_process_and_generate(cfg, tmp_path):
 
 
 def test_merged_and_adapter_give_the_same_logits(cfg, tmp_path):
+    """With LoRA on attention and MLP layers: the adapter records its targets and reloads them."""
     import numpy as np
 
     from alignflow.model.base import load_model
 
-    tune.run(cfg)
+    targets = ("query", "value", "attention_output", "feedforward_gate_dense", "feedforward_output_dense")
+    tune.run(dataclasses.replace(cfg, tune=dataclasses.replace(cfg.tune, lora_targets=targets)))
+    meta = json.loads((tmp_path / "models/tuned/adapter/adapter.json").read_text())
+    assert tuple(meta["lora_targets"]) == targets
     ids = np.array([[1, 4093, 198, 6004, 2, 198, 1, 520]], dtype="int32")
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids, dtype=bool)}
     logits = [np.asarray(load_model(dataclasses.replace(cfg.model, base=f"models/tuned/{k}")).causal_lm(x))

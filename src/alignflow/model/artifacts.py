@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alignflow.model.base import ChatModel, _greedy_lm, load_model
 from alignflow.model.gguf_loader import ModelLoadError
-from alignflow.model.sft import enable_lora
+from alignflow.model.sft import DEFAULT_LORA_TARGETS, enable_lora
 from alignflow.model.tokenizer import BPETokenizer
 
 ADAPTER_WEIGHTS = "adapter.lora.h5"
@@ -94,7 +94,8 @@ def load_adapter(path: Path, base_params) -> ChatModel:
             f"{path}: adapter was trained on base sha256 {meta['base_sha256'][:12]}..., "
             f"but '{meta['base']}' now has {base.source_hash[:12]}..."
         )
-    enable_lora(base.causal_lm.backbone, meta["lora_rank"], meta.get("lora_top_layers", 0))
+    enable_lora(base.causal_lm.backbone, meta["lora_rank"], meta.get("lora_top_layers", 0),
+                tuple(meta.get("lora_targets", DEFAULT_LORA_TARGETS)))
     base.causal_lm.backbone.load_lora_weights(str(path / ADAPTER_WEIGHTS))
     base.causal_lm = _greedy_lm(base.causal_lm.backbone)
     base.name = f"{base.name}+lora"

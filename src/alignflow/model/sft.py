@@ -115,12 +115,21 @@ def token_weights(row: Encoded) -> np.ndarray:
     return w
 
 
-def enable_lora(backbone, rank: int, top_layers: int = 0) -> None:
-    """LoRA on query/value projections; with top_layers > 0 only the top k transformer layers train.
+DEFAULT_LORA_TARGETS = ("query", "value")
+
+
+def enable_lora(backbone, rank: int, top_layers: int = 0, targets: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> None:
+    """LoRA on the named layers of every transformer layer (default: query and value projections);
+    with top_layers > 0 only the top k transformer layers train.
 
     Freezing the lower layers lets JAX skip their backward pass (measured ~40% faster a step).
     """
-    backbone.enable_lora(rank)
+    known = {lyr.name for lyr in backbone._flatten_layers(include_self=False) if hasattr(lyr, "enable_lora")}
+    unknown = sorted(set(targets) - known)
+    if unknown or not targets:
+        raise ValueError(f"tune.lora_targets: no layer named {unknown or '(empty list)'} in {backbone.name}; "
+                         f"choose from {sorted(known - {'token_embedding'})}")
+    backbone.enable_lora(rank, target_layer_names=list(targets))
     if top_layers and top_layers < backbone.num_layers:
         for i in range(backbone.num_layers - top_layers):
             backbone.get_layer(f"transformer_layer_{i}").trainable = False

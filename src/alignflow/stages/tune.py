@@ -65,7 +65,7 @@ def run(cfg: Config) -> dict:
         if not train_rows:
             raise training.TrainingError(f"no training rows fit tune.seq_len={p.seq_len}")
         total = training.plan([len(r.ids) for r in train_rows], p, cfg.seed).total
-        sft.enable_lora(model.causal_lm.backbone, p.lora_rank, p.lora_top_layers)
+        sft.enable_lora(model.causal_lm.backbone, p.lora_rank, p.lora_top_layers, p.lora_targets)
         sft_model = training.compile_for_sft(model.causal_lm.backbone, p, total)
         result = training.train(
             sft_model, train_rows, val_rows, p, cfg.seed, model.tokenizer.pad_id,
@@ -77,7 +77,8 @@ def run(cfg: Config) -> dict:
             mlflow.log_metric("val_loss", v["val_loss"], step=v["step"])
         truncated = sum(1 for r in train_rows + val_rows if r.truncated_prompt_tokens)
         meta = {"base": cfg.model.base, "base_sha256": model.source_hash, "lora_rank": p.lora_rank,
-                "lora_top_layers": p.lora_top_layers, "seq_len": p.seq_len, "steps": result.steps,
+                "lora_top_layers": p.lora_top_layers,
+                "lora_targets": list(p.lora_targets), "seq_len": p.seq_len, "steps": result.steps,
                 "seed": cfg.seed, "config": config.to_dict(cfg)}
         with io.atomic_dir(cfg.paths.tuned) as tmp:
             artifacts.save_tuned(model, tmp, meta)
