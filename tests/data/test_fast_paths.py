@@ -252,3 +252,14 @@ def test_stratified_split_matches_reference(fraction, seed):
     got = stratified_split(pa.array(policies), pa.chunked_array([use_cases[:1000], use_cases[1000:]]), fraction, seed)
     assert got.tolist() == stratified_split_reference(policies, use_cases, fraction, seed)
     assert (fraction == 0) == ("val" not in got.tolist())
+
+
+def test_pair_jaccard_matches_sets():
+    rng = np.random.default_rng(11)
+    rows = [rng.integers(0, 40, size=rng.integers(0, 25)).astype(np.uint64) for _ in range(300)]  # repeats, empties
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    flat = np.concatenate(rows)
+    pairs = np.array(sorted({tuple(sorted(rng.choice(300, 2, replace=False).tolist())) for _ in range(2000)}))
+    sets = [set(r.tolist()) for r in rows]
+    expected = [dedup._set_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()]
+    assert dedup.pair_jaccard(flat, offsets, pairs).tolist() == expected

@@ -243,7 +243,14 @@ def near_duplicates(texts: Sequence[str], sig: np.ndarray, shingle_n: int, bands
     (the signatures) rather than in their shingles.
     """
     pairs = pair_array(band_keys(sig, bands))
-    return resolve_pairs(pairs, lambda i: set(shingle_hashes(texts[i], shingle_n).tolist()), len(texts), threshold)
+    sets = {i: set(shingle_hashes(texts[i], shingle_n).tolist()) for i in np.unique(pairs).tolist()}
+    sims = np.array([_set_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()], dtype=np.float64)
+    return resolve_pairs(pairs, sims, len(texts), threshold)
+
+
+def _set_jaccard(a: set, b: set) -> float:
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter) if a or b else 1.0  # same value as jaccard()
 
 
 def near_duplicates_flat(flat: np.ndarray, offsets: np.ndarray, num_perm: int, bands: int,
@@ -253,7 +260,8 @@ def near_duplicates_flat(flat: np.ndarray, offsets: np.ndarray, num_perm: int, b
 
     rensa digests every row and flags the rows that share a band with another row (its bands are the
     same contiguous num_perm/bands slices as `band_keys`, tests/data check it); only flagged rows,
-    the sources and copies of duplicates, are converted to numpy signatures and paired.
+    the sources and copies of duplicates, are converted to numpy signatures and paired, and the
+    pairs' exact Jaccard is computed for all of them at once (`pair_jaccard`).
     """
     n = len(offsets) - 1
     if num_perm % bands:
@@ -267,41 +275,49 @@ def near_duplicates_flat(flat: np.ndarray, offsets: np.ndarray, num_perm: int, b
         return []
     sub_flat, sub_offsets = gather(flat, offsets, flagged)
     sig = _signatures(_digest_matrix(sub_flat, sub_offsets, num_perm), len(flagged), num_perm)
-    pairs = flagged[pair_array(band_keys(sig, bands))]  # back to row numbers; order is kept (flagged ascends)
-    # Shingle sets of flagged rows from one list of Python ints (one tolist, not one per row).
-    values, bounds, where = sub_flat.tolist(), sub_offsets.tolist(), {int(r): k for k, r in enumerate(flagged)}
-
-    def shingle_set(i: int) -> set[int]:
-        k = where[i]
-        return set(values[bounds[k]:bounds[k + 1]])
-
-    return resolve_pairs(pairs, shingle_set, n, threshold)
+    local = pair_array(band_keys(sig, bands))  # rows of the flagged subset; order is kept (flagged ascends)
+    return resolve_pairs(flagged[local], pair_jaccard(sub_flat, sub_offsets, local), n, threshold)
 
 
-def resolve_pairs(pairs: np.ndarray, shingle_set, n: int, threshold: float) -> list[Match]:
-    """Keep-first resolution of sorted candidate pairs (i < j): j goes if it is similar to a kept i."""
-    cache: dict[int, set[int]] = {}
+def pair_jaccard(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the hash sets of rows i and j (a flat layout, repeats allowed) for each pair.
 
-    def sh(i: int) -> set[int]:
-        if i not in cache:
-            cache[i] = shingle_set(i)
-        return cache[i]
+    Vectorised with two sorts: the rows' hashes are numbered (np.unique), then every (pair, side,
+    number) of every pair is sorted as one int64 key; equal keys are repeats within a set, and a
+    number that follows itself from the other side is in both sets.
+    """
+    if not len(pairs):
+        return np.zeros(0, dtype=np.float64)
+    rows = np.unique(pairs)
+    values, bounds = gather(flat, offsets, rows)
+    _, ids = np.unique(values, return_inverse=True)
+    vocab = np.int64(ids.max() + 1) if len(ids) else np.int64(1)
+    length = np.diff(bounds)
+    keys = []
+    for side, r in enumerate((np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1]))):
+        at, _ = take_slices(np.arange(len(ids)), bounds[:-1][r], length[r])
+        keys.append((np.repeat(np.arange(len(pairs), dtype=np.int64), length[r]) * vocab + ids[at]) * 2 + side)
+    keys = np.sort(np.concatenate(keys))
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # sets: repeats within one side go
+    pair = keys // (2 * vocab)
+    size = np.bincount(pair * 2 + keys % 2, minlength=2 * len(pairs)).reshape(-1, 2)
+    inter = np.bincount(pair[1:][(keys[1:] >> 1) == (keys[:-1] >> 1)], minlength=len(pairs))
+    union = size[:, 0] + size[:, 1] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
-    neighbours: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for i, j in pairs.tolist():
-        a, b = sh(i), sh(j)
-        inter = len(a & b)
-        sim = inter / (len(a) + len(b) - inter) if a or b else 1.0  # same value as jaccard()
-        if sim >= threshold:
-            neighbours[j].append((i, sim))
+
+def resolve_pairs(pairs: np.ndarray, sims: np.ndarray, n: int, threshold: float) -> list[Match]:
+    """Keep-first resolution of sorted candidate pairs (i < j) with their Jaccard: j goes if it is
+    similar (>= threshold) to an i that is kept, the lowest such i naming the match."""
+    similar = sims >= threshold
+    pairs, sims = pairs[similar], sims[similar]
+    order = np.lexsort((pairs[:, 0], pairs[:, 1])) if len(pairs) else np.zeros(0, dtype=np.int64)
     kept = np.ones(n, dtype=bool)
     drops = []
-    for j in sorted(neighbours):
-        for i, sim in neighbours[j]:
-            if kept[i]:
-                kept[j] = False
-                drops.append(Match(j, i, round(sim, 4)))
-                break
+    for (i, j), sim in zip(pairs[order].tolist(), sims[order].tolist()):
+        if kept[j] and kept[i]:
+            kept[j] = False
+            drops.append(Match(j, i, round(sim, 4)))
     return drops
 
 
