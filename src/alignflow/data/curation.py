@@ -314,13 +314,14 @@ def stratified_split(policies: pa.Array | pa.ChunkedArray, use_cases: pa.Array |
         enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
         codes.append(enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
         names.append(enc.dictionary.to_pylist())
-    cell = codes[0] * max(len(names[1]), 1) + codes[1]
+    width = max(len(names[1]), 1)
+    cell = codes[0] * width + codes[1]
     order = np.argsort(cell, kind="stable")  # rows grouped by cell, ascending within each
     present, starts = np.unique(cell[order], return_index=True)
     bounds = dict(zip(present.tolist(), zip(starts.tolist(), np.r_[starts[1:], len(order)].tolist())))
     out = np.full(len(cell), "train", dtype=object)
     rng = np.random.default_rng(seed)
-    for key in sorted(bounds, key=lambda c: (names[0][c // max(len(names[1]), 1)], names[1][c % max(len(names[1]), 1)])):
+    for key in sorted(bounds, key=lambda c: (names[0][c // width], names[1][c % width])):
         a, b = bounds[key]
         members = order[a:b].copy()
         rng.shuffle(members)

@@ -243,14 +243,10 @@ def near_duplicates(texts: Sequence[str], sig: np.ndarray, shingle_n: int, bands
     (the signatures) rather than in their shingles.
     """
     pairs = pair_array(band_keys(sig, bands))
-    sets = {i: set(shingle_hashes(texts[i], shingle_n).tolist()) for i in np.unique(pairs).tolist()}
-    sims = np.array([_set_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()], dtype=np.float64)
+    rows = np.unique(pairs).tolist()
+    sh = dict(zip(rows, shingle_rows([texts[i] for i in rows], shingle_n)))
+    sims = np.array([jaccard(sh[i], sh[j]) for i, j in pairs.tolist()], dtype=np.float64)
     return resolve_pairs(pairs, sims, len(texts), threshold)
-
-
-def _set_jaccard(a: set, b: set) -> float:
-    inter = len(a & b)
-    return inter / (len(a) + len(b) - inter) if a or b else 1.0  # same value as jaccard()
 
 
 def near_duplicates_flat(flat: np.ndarray, offsets: np.ndarray, num_perm: int, bands: int,
