@@ -135,6 +135,9 @@ class TuneParams:
         "feedforward_gate_dense, feedforward_intermediate_dense, feedforward_output_dense.",
     )
     lora_top_layers: int = _f(0, "Train LoRA only in the top k transformer layers (0: all layers).")
+    truncate_responses: bool = _f(
+        True, "A row too long for seq_len keeps up to half the window of prompt and is cut in its response (false: left out)."
+    )
     packing: bool = _f(True, "Pack several conversations into each sequence (attention kept within each one).")
     benign_weight: float = _f(1.0, "Loss weight of benign rows' response tokens relative to adversarial rows' (1: equal).")
     lead_tokens: int = _f(0, "The first N response tokens of every row (where it answers or declines) weigh lead_weight times more (0: off).")

@@ -88,6 +88,29 @@ def test_fit_length_drops_prompt_from_left(bundled_tok):
         sft.fit_length(enc, seq_len=n_resp - 1)
 
 
+def test_fit_length_cuts_a_long_response_at_the_right(bundled_tok):
+    tok, template = bundled_tok
+    long_answer = " ".join(f"Step {i}: check the log." for i in range(60))
+    enc = sft.encode_conversation(tok, template, [{"role": "user", "content": "How do I kill a hung process?"},
+                                                  {"role": "assistant", "content": long_answer}])
+    n_prompt = enc.is_response.index(1)
+    seq_len = 2 * n_prompt + 20  # the prompt needs less than half the window: it stays whole
+    fitted = sft.fit_length(enc, seq_len=seq_len, truncate_response=True)
+    assert len(fitted.ids) == seq_len + 1
+    assert fitted.ids == enc.ids[: seq_len + 1]  # whole prompt, the answer's first tokens
+    assert fitted.truncated_prompt_tokens == 0
+    assert fitted.truncated_response_tokens == len(enc.ids) - (seq_len + 1)
+    # a window smaller than the prompt: the prompt keeps half of it (its end), the answer the rest
+    small = n_prompt // 2 + 4
+    fitted = sft.fit_length(enc, seq_len=small, truncate_response=True)
+    keep = (small + 1) // 2
+    assert fitted.ids == enc.ids[n_prompt - keep : n_prompt - keep + small + 1]
+    assert sum(fitted.is_response) == small + 1 - keep
+    assert (fitted.truncated_prompt_tokens, fitted.truncated_response_tokens) == (n_prompt - keep, len(enc.ids) - (n_prompt - keep + small + 1))
+    with pytest.raises(sft.TooLongError):  # the default keeps the old contract
+        sft.fit_length(enc, seq_len=seq_len)
+
+
 def test_one_lora_step_lowers_loss_and_changes_only_lora(tiny_model):
     tok, template = tiny_model.tokenizer, tiny_model.template
     enc = sft.encode_conversation(tok, template, CONV)

@@ -26,6 +26,7 @@ class Encoded:
     ids: list[int]
     is_response: list[int]
     truncated_prompt_tokens: int = 0
+    truncated_response_tokens: int = 0
     weight: float = 1.0  # loss weight of this conversation's response tokens
     lead: tuple[int, float] = (0, 1.0)  # the first lead[0] response tokens weigh lead[1] times more
 
@@ -38,20 +39,30 @@ def encode_conversation(tokenizer: TextTokenizer, template: str, messages: Seque
     return Encoded(p + r, [0] * len(p) + [1] * len(r))
 
 
-def fit_length(enc: Encoded, seq_len: int) -> Encoded:
-    """Fit to seq_len + 1 tokens (inputs and shifted labels) by dropping prompt tokens from the left.
+def fit_length(enc: Encoded, seq_len: int, truncate_response: bool = False) -> Encoded:
+    """Fit to seq_len + 1 tokens (inputs and shifted labels).
 
-    The end of the prompt (the latest user turn and the assistant header) is kept; a response that
-    alone needs more than seq_len tokens raises TooLongError (the caller quarantines the row).
+    Prompt tokens are dropped from the left first, so the end of the prompt (the latest user turn and
+    the assistant header) is kept. A response that alone needs more than that raises TooLongError (the
+    caller sets the row apart), unless `truncate_response`: then the prompt keeps up to half the window
+    and the response is cut at the right. The start of an answer, where it complies or declines, is
+    what safety tuning must learn; its tail can go.
     """
     budget = seq_len + 1
     extra = len(enc.ids) - budget
     if extra <= 0:
         return enc
     n_prompt = enc.is_response.index(1) if 1 in enc.is_response else len(enc.ids)
-    if extra >= n_prompt:
-        raise TooLongError(f"response needs {len(enc.ids) - n_prompt} tokens; sequence length is {seq_len}")
-    return replace(enc, ids=enc.ids[extra:], is_response=enc.is_response[extra:], truncated_prompt_tokens=extra)
+    n_response = len(enc.ids) - n_prompt
+    if not truncate_response:
+        if extra >= n_prompt:
+            raise TooLongError(f"response needs {n_response} tokens; sequence length is {seq_len}")
+        return replace(enc, ids=enc.ids[extra:], is_response=enc.is_response[extra:], truncated_prompt_tokens=extra)
+    keep_prompt = min(n_prompt, max(budget - n_response, budget // 2))
+    start = n_prompt - keep_prompt
+    end = start + budget
+    return replace(enc, ids=enc.ids[start:end], is_response=enc.is_response[start:end],
+                   truncated_prompt_tokens=start, truncated_response_tokens=len(enc.ids) - end)
 
 
 def pack(lengths: Sequence[int], order: Sequence[int], budget: int) -> list[list[int]]:

@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def encode_rows(
-    model: ChatModel, rows: list[dict], seq_len: int, benign_weight: float = 1.0, lead: tuple[int, float] = (0, 1.0)
+    model: ChatModel, rows: list[dict], seq_len: int, benign_weight: float = 1.0, lead: tuple[int, float] = (0, 1.0),
+    truncate_response: bool = False,
 ) -> tuple[list[sft.Encoded], list[dict]]:
-    """Encode conversations for training; rows whose response alone exceeds seq_len are returned apart.
+    """Encode conversations for training; rows that cannot fit seq_len (see sft.fit_length) are returned apart.
 
     Only `messages` reach the tokenizer; the `adversarial` flag only sets the loss weight.
     """
@@ -37,7 +38,7 @@ def encode_rows(
         enc = sft.encode_conversation(model.tokenizer, model.template, row["messages"])  # messages only
         enc = dataclasses.replace(enc, weight=1.0 if row["adversarial"] else benign_weight, lead=lead)
         try:
-            kept.append(sft.fit_length(enc, seq_len))
+            kept.append(sft.fit_length(enc, seq_len, truncate_response))
         except sft.TooLongError as exc:
             too_long.append({"id": row["id"], "reason": "too_long", "detail": str(exc)})
     return kept, too_long
@@ -60,8 +61,8 @@ def run(cfg: Config) -> dict:
     with tracking.stage_run(cfg, "tune"):
         model = load_model(cfg.model)
         train_rows, train_long = encode_rows(model, split["train"], p.seq_len, p.benign_weight,
-                                              (p.lead_tokens, p.lead_weight))
-        val_rows, val_long = encode_rows(model, split["val"], p.seq_len)
+                                              (p.lead_tokens, p.lead_weight), p.truncate_responses)
+        val_rows, val_long = encode_rows(model, split["val"], p.seq_len, truncate_response=p.truncate_responses)
         if not train_rows:
             raise training.TrainingError(f"no training rows fit tune.seq_len={p.seq_len}")
         total = training.plan([len(r.ids) for r in train_rows], p, cfg.seed).total
@@ -76,6 +77,7 @@ def run(cfg: Config) -> dict:
         for v in result.val_history:
             mlflow.log_metric("val_loss", v["val_loss"], step=v["step"])
         truncated = sum(1 for r in train_rows + val_rows if r.truncated_prompt_tokens)
+        cut = sum(1 for r in train_rows + val_rows if r.truncated_response_tokens)
         meta = {"base": cfg.model.base, "base_sha256": model.source_hash, "lora_rank": p.lora_rank,
                 "lora_top_layers": p.lora_top_layers,
                 "lora_targets": list(p.lora_targets), "seq_len": p.seq_len, "steps": result.steps,
@@ -87,7 +89,7 @@ def run(cfg: Config) -> dict:
             "steps": result.steps,
             "train_rows": len(train_rows), "val_rows": len(val_rows),
             "rows_too_long": len(train_long) + len(val_long), "too_long_ids": [r["id"] for r in train_long + val_long],
-            "rows_prompt_truncated": truncated, "train_seconds": round(result.seconds, 1),
+            "rows_prompt_truncated": truncated, "rows_response_truncated": cut, "train_seconds": round(result.seconds, 1),
             "tokens_per_second": round(result.tokens / result.seconds, 1) if result.seconds else None,
             "rows_per_step": round(sum(h.get("rows", 0) for h in result.history) / max(len(result.history), 1), 2),
             "train_loss_first": losses[0], "train_loss_last": losses[-1],
@@ -99,7 +101,7 @@ def run(cfg: Config) -> dict:
         io.write_json(cfg.paths.tune_val_curve, result.val_history)
         io.write_json(cfg.paths.tune_report, report)
         mlflow.log_metrics({"resumed_from_step": result.resumed_from, "train_seconds": result.seconds,
-                            "rows_too_long": report["rows_too_long"]})
+                            "rows_too_long": report["rows_too_long"], "rows_response_truncated": cut})
         mlflow.log_artifact(cfg.paths.tune_report)
         mlflow.log_artifact(str(Path(cfg.paths.tuned) / "adapter"), artifact_path="adapter")
     log.info("tuned %d steps in %.0f s: loss %.3f -> %.3f, val loss %s", result.steps, result.seconds,
