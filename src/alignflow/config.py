@@ -110,7 +110,7 @@ class CurateParams:
 @dataclass(frozen=True)
 class ValidateParams:
     min_rows_per_cell: int = _f(8, "Minimum adversarial rows in every policy x use case cell (train + val).")
-    adversarial_share_min: float = _f(0.3, "Lowest allowed share of adversarial rows.")
+    adversarial_share_min: float = _f(0.25, "Lowest allowed share of adversarial rows.")
     adversarial_share_max: float = _f(0.7, "Highest allowed share of adversarial rows.")
     min_prompt_chars: int = _f(8, "Shortest allowed user prompt, in characters.")
     max_prompt_chars: int = _f(2000, "Longest allowed user prompt, in characters.")

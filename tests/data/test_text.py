@@ -36,6 +36,7 @@ def test_distinct_ratio():
         ("card 5500-0000-0000-0004", "card [CARD]", "card"),
         ("typo 4111 1111 1111 1234 still", "typo [CARD] still", "card"),  # fails Luhn, still a card
         ("server 10.0.0.254 is down", "server [IP] is down", "ip"),
+        ("set the DNS to 1.0.0.3.\nThen restart.", "set the DNS to [IP].\nThen restart.", "ip"),  # ends a sentence
     ],
 )
 def test_scrub_pii_replaces_with_typed_placeholders(text, expected, kind):
@@ -46,7 +47,7 @@ def test_scrub_pii_replaces_with_typed_placeholders(text, expected, kind):
 @pytest.mark.parametrize(
     "text",
     [
-        "version 1.2.3 and 999.1.1.1",  # not IPs
+        "version 1.2.3 and 999.1.1.1 and 1.2.3.4.5",  # not IPs
         "order 123456789012 has 12 digits",
         "on 2026-11-22 at 10:30",  # a date and a time, not a phone number
         "call 988 or 116 123",  # short helpline numbers are not personal data

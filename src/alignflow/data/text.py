@@ -93,7 +93,7 @@ def distinct_ratio(texts: list[str], n: int) -> float:
 # --- PII -----------------------------------------------------------------------------------------
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _CARD = re.compile(r"(?<![\d.,-])(?:\d[ -]?){12,18}\d(?![\d-]|[.,]\d)")  # not inside a decimal
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")  # may end a sentence: "use 1.0.0.3."
 # Phone numbers in three common shapes (9-15 digits checked after matching): international with a
 # leading +, North American 3-3-4, and national numbers with a trunk 0. Dates and times do not fit.
 _PHONE = re.compile(
