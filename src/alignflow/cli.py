@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one pipeline stage (what dvc.yaml calls)")
     r.add_argument("stage", choices=STAGES, help="stage name")
 
-    sub.add_parser("reevaluate", help="re-evaluate the registered champion on the current eval sets and gates")
+    e = sub.add_parser("reevaluate", help="re-evaluate the registered champion on the current eval sets and gates")
+    e.add_argument("--eval-dir", default=None,
+                   help="answer the eval sets in this folder instead (e.g. data/holdout; sets it lacks come from paths.eval_dir)")
     sub.add_parser("params", help="list every params.yaml key with its default and help")
     return p
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reevaluate":
             from alignflow.registry.reevaluate import reevaluate_champion
 
-            reevaluate_champion(cfg)
+            reevaluate_champion(cfg, args.eval_dir)
             return 0
         if args.command == "run":
             importlib.import_module(f"alignflow.stages.{args.stage}").run(cfg)
