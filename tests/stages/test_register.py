@@ -204,6 +204,8 @@ def test_reevaluate_on_a_fresh_eval_dir_leaves_the_pipeline_outputs_alone(cfg, t
     (fresh / "borderline.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cached = sorted(os.listdir(cfg.paths.base_answers))
     before = open("reports/evaluate.json").read()
+    plots = {f: open(os.path.join(cfg.paths.evaluate_plots, f), "rb").read() for f in os.listdir(cfg.paths.evaluate_plots)}
+    assert plots  # the evaluate stage drew them; re-evaluation must not redraw them
     report = reevaluate_champion(rcfg, fresh)
     assert report["eval_dir"] == str(fresh) and report["eval_key"] != lineage.eval_key(cfg.paths.eval_dir, "lexical")
     assert report["headline"]["tuned.over_refusal_rate"] is not None
@@ -214,6 +216,7 @@ def test_reevaluate_on_a_fresh_eval_dir_leaves_the_pipeline_outputs_alone(cfg, t
     assert sorted(os.listdir(cfg.paths.base_answers)) == cached
     assert len(os.listdir(cfg.paths.base_answers.rstrip("/") + "_reevaluate")) == 1
     assert open("reports/evaluate.json").read() == before
+    assert {f: open(os.path.join(cfg.paths.evaluate_plots, f), "rb").read() for f in os.listdir(cfg.paths.evaluate_plots)} == plots
     with pytest.raises(FileNotFoundError, match="holds none of"):
         reevaluate_champion(rcfg, tmp_path / "empty")
 

@@ -72,7 +72,8 @@ def evaluate_version(cfg: Config, name: str, version: str, eval_dir: str | Path 
         (tmp / "tuned").mkdir()
         (tmp / "tuned" / "merged").symlink_to(merged.resolve(), target_is_directory=True)  # evaluate reads <tuned>/merged
         paths = dataclasses.replace(cfg.paths, tuned=str(tmp / "tuned"), evaluate_dir=str(tmp / "evaluate"),
-                                    evaluate_report=str(tmp / "evaluate.json"), judges=str(tmp / "judges"))
+                                    evaluate_plots=str(tmp / "evaluate_plots"), evaluate_report=str(tmp / "evaluate.json"),
+                                    judges=str(tmp / "judges"))
         if eval_dir is not None:
             paths = dataclasses.replace(paths, eval_dir=str(merged_eval_dir(eval_dir, cfg.paths.eval_dir, tmp / "eval")),
                                         base_answers=str(cfg.paths.base_answers).rstrip("/") + "_reevaluate")
