@@ -57,8 +57,8 @@ def jax_side(batches, repeat):
     rows = []
     for b in batches:
         x = jnp.asarray(rng.standard_normal((b, HIDDEN), dtype=np.float32))
-        rows.append((b, timed(lambda: step(x, weights, emb).block_until_ready(), repeat),
-                     timed(lambda: head(x, emb).block_until_ready(), repeat)))
+        rows.append((b, timed(lambda x=x: step(x, weights, emb).block_until_ready(), repeat),
+                     timed(lambda x=x: head(x, emb).block_until_ready(), repeat)))
     return f"jax {jax.__version__} (XLA:CPU)", read_s, rows
 
 
@@ -82,7 +82,7 @@ def torch_side(batches, repeat):
         read_s = timed(lambda: emb.sum(), repeat)
         for b in batches:
             x = torch.randn(b, HIDDEN)
-            rows.append((b, timed(lambda: step(x), repeat), timed(lambda: lin(x, emb), repeat)))
+            rows.append((b, timed(lambda x=x: step(x), repeat), timed(lambda x=x: lin(x, emb), repeat)))
     return f"torch {torch.__version__} ({torch.get_num_threads()} threads)", read_s, rows
 
 
