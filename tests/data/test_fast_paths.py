@@ -254,14 +254,19 @@ def test_stratified_split_matches_reference(fraction, seed):
     assert (fraction == 0) == ("val" not in got.tolist())
 
 
-def test_pair_jaccard_matches_sets():
-    rng = np.random.default_rng(11)
-    rows = [rng.integers(0, 40, size=rng.integers(0, 25)).astype(np.uint64) for _ in range(300)]  # repeats, empties
+def pair_case(rng, draw):
+    """300 rows of hashes (`draw(size)` each: repeats and empty rows included), 2000 random pairs, and
+    the pairs' Jaccard computed set by set."""
+    rows = [draw(rng.integers(0, 25)) for _ in range(300)]
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    flat = np.concatenate(rows)
     pairs = np.array(sorted({tuple(sorted(rng.choice(300, 2, replace=False).tolist())) for _ in range(2000)}))
     sets = [np.unique(r) for r in rows]
-    expected = [dedup.jaccard(sets[i], sets[j]) for i, j in pairs.tolist()]
+    return np.concatenate(rows), offsets, pairs, sets, [dedup.jaccard(sets[i], sets[j]) for i, j in pairs.tolist()]
+
+
+def test_pair_jaccard_matches_sets():
+    rng = np.random.default_rng(11)  # small values: they share their top 48 bits, the renumbered path answers
+    flat, offsets, pairs, _, expected = pair_case(rng, lambda n: rng.integers(0, 40, size=n).astype(np.uint64))
     assert dedup.pair_jaccard(flat, offsets, pairs).tolist() == expected
 
 
@@ -271,16 +276,9 @@ def test_pair_jaccard_fast_path_on_64_bit_hashes(monkeypatch, chunk):
     monkeypatch.setattr(dedup, "_PAIR_CHUNK", chunk)
     rng = np.random.default_rng(12)
     pool = rng.integers(0, 2**63, size=60, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
-    rows = [rng.choice(pool, size=rng.integers(0, 25)) for _ in range(300)]  # repeats, empties, shared values
-    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    flat = np.concatenate(rows)
-    pairs = np.array(sorted({tuple(sorted(rng.choice(300, 2, replace=False).tolist())) for _ in range(2000)}))
-    sets = [np.unique(r) for r in rows]
-    expected = [dedup.jaccard(sets[i], sets[j]) for i, j in pairs.tolist()]
+    flat, offsets, pairs, sets, expected = pair_case(rng, lambda n: rng.choice(pool, size=n))  # shared values
     assert dedup.pair_jaccard(flat, offsets, pairs).tolist() == expected
     # Two distinct hashes that agree in their top 48 bits: the renumbered path answers, still exact.
     twin = np.array([pool[0] ^ np.uint64(2)], dtype=np.uint64)
-    flat2, offsets2 = np.concatenate([flat, twin]), np.r_[offsets, offsets[-1] + 1]
-    pairs2 = np.vstack([pairs, [[0, 300]]])
-    got = dedup.pair_jaccard(flat2, offsets2, pairs2)
+    got = dedup.pair_jaccard(np.concatenate([flat, twin]), np.r_[offsets, offsets[-1] + 1], np.vstack([pairs, [[0, 300]]]))
     assert got[:-1].tolist() == expected and got[-1] == dedup.jaccard(sets[0], twin)
