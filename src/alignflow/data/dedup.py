@@ -289,10 +289,9 @@ def pair_jaccard(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np
         return np.zeros(0, dtype=np.float64)
     rows = np.unique(pairs)
     values, bounds = gather(flat, offsets, rows)
-    short = values >> _U64(16)
-    if _distinct(short) != _distinct(values):
+    if _top_48_bits_collide(values):
         return _pair_jaccard_renumbered(values, bounds, rows, pairs)
-    short <<= _U64(1)
+    short = (values >> _U64(16)) << _U64(1)
     starts, length = bounds[:-1], np.diff(bounds)
     size = np.zeros((len(pairs), 2), dtype=np.int64)
     inter = np.zeros(len(pairs), dtype=np.int64)
@@ -319,9 +318,11 @@ _PAIR_SHIFT = 49  # key bits: pair index 63..49, value 48..1, side 0
 _PAIR_CHUNK = 1 << (64 - _PAIR_SHIFT - 1)  # 16,384 pairs a sort
 
 
-def _distinct(values: np.ndarray) -> int:
+def _top_48_bits_collide(values: np.ndarray) -> bool:
+    """Whether two distinct values agree in their top 48 bits: neighbours in sorted order (one sort)."""
     s = np.sort(values)
-    return int(len(s) > 0) + int(np.count_nonzero(s[1:] != s[:-1]))
+    differ = s[1:] != s[:-1]
+    return bool(np.any(differ & ((s[1:] >> _U64(16)) == (s[:-1] >> _U64(16)))))
 
 
 def _pair_jaccard_renumbered(values: np.ndarray, bounds: np.ndarray, rows: np.ndarray, pairs: np.ndarray) -> np.ndarray:

@@ -67,16 +67,16 @@ def evaluate_version(cfg: Config, name: str, version: str, eval_dir: str | Path 
 
     with tempfile.TemporaryDirectory(prefix="reevaluate-") as tmp:
         tmp = Path(tmp)
+        paths = dataclasses.replace(cfg.paths, tuned=str(tmp / "tuned"), evaluate_dir=str(tmp / "evaluate"),
+                                    evaluate_plots=str(tmp / "evaluate_plots"), evaluate_report=str(tmp / "evaluate.json"),
+                                    judges=str(tmp / "judges"))
+        if eval_dir is not None:  # before the download: a folder without eval sets fails at once
+            paths = dataclasses.replace(paths, eval_dir=str(merged_eval_dir(eval_dir, cfg.paths.eval_dir, tmp / "eval")),
+                                        base_answers=str(cfg.paths.base_answers).rstrip("/") + "_reevaluate")
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(tmp / "model")))
         merged = local / Model.load(str(local)).flavors["python_function"]["artifacts"][MERGED]["path"]
         (tmp / "tuned").mkdir()
         (tmp / "tuned" / "merged").symlink_to(merged.resolve(), target_is_directory=True)  # evaluate reads <tuned>/merged
-        paths = dataclasses.replace(cfg.paths, tuned=str(tmp / "tuned"), evaluate_dir=str(tmp / "evaluate"),
-                                    evaluate_plots=str(tmp / "evaluate_plots"), evaluate_report=str(tmp / "evaluate.json"),
-                                    judges=str(tmp / "judges"))
-        if eval_dir is not None:
-            paths = dataclasses.replace(paths, eval_dir=str(merged_eval_dir(eval_dir, cfg.paths.eval_dir, tmp / "eval")),
-                                        base_answers=str(cfg.paths.base_answers).rstrip("/") + "_reevaluate")
         evaluation = evaluate.run(dataclasses.replace(cfg, paths=paths))
         key = lineage.eval_key(paths.eval_dir, str(evaluation.get("primary_judge")))
         return evaluation, mlflow.last_active_run().info.run_id, key
@@ -102,14 +102,15 @@ def reevaluate_champion(cfg: Config, eval_dir: str | Path | None = None) -> dict
     gates = check_gates(evaluation, registration_validation(champion["tags"], cfg.paths.validate_report), p)
     refused = failed(gates)
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    answered = str(eval_dir or cfg.paths.eval_dir)
     tags = {"reevaluation.passed": str(not refused).lower(), "reevaluation.date": date, "reevaluation.eval_key": key,
-            "reevaluation.run_id": run_id, "reevaluation.eval_dir": str(eval_dir or cfg.paths.eval_dir),
+            "reevaluation.run_id": run_id, "reevaluation.eval_dir": answered,
             "reevaluation.failed_gates": ",".join(g.name for g in refused),
             **{f"reevaluation.metrics.{k}": str(v) for k, v in (evaluation.get("headline") or {}).items()}}
     for k, v in tags.items():
         client.set_model_version_tag(p.model_name, version, k, v)
     report = {"model_name": p.model_name, "version": version, "passed": not refused, "date": date,
-              "eval_dir": str(eval_dir or cfg.paths.eval_dir), "eval_key": key,
+              "eval_dir": answered, "eval_key": key,
               "evaluate_run_id": run_id, "reasons": [g.reason for g in refused], "gates": [g.to_dict() for g in gates],
               "headline": evaluation.get("headline")}
     io.write_json(out, report)
