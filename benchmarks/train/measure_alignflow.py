@@ -7,9 +7,7 @@ Exactly what alignflow's tune loop does per step (alignflow.model.training.train
 SmolLM2 loaded with `alignflow.model.base.load_model(ModelParams())`, `sft.enable_lora(rank, top_layers)`,
 `model = training.compile_for_sft(backbone, ...)`, then `model.train_on_batch(x, y, sample_weight=w)` and
 `float(loss)` per step on batches made by `sft.make_batch` (run.py encodes them once for all systems;
-packed batches carry `segment_ids`, unpacked ones one conversation per row) and cut to their labelled
-positions by `sft.select_labelled` with one `sft.labelled_slots` count for the file, as the loop does:
-the LM head scores only those positions (`head_positions` a step, reported for the FLOP count).
+packed batches carry `segment_ids`, unpacked ones one conversation per row).
 
 The first `--warmup` steps (XLA compile, first-touch allocations) are not timed; every later batch of
 the file is one timed step. Tokens are the non-padding inputs of a batch (`segment_ids > 0`,
@@ -84,16 +82,11 @@ def main() -> None:
     lm = training.compile_for_sft(backbone, p, n_batches)
     baseline_mb = probe_rss_mb()
 
-    slots = sft.labelled_slots(list(weights), batch_size)
-
     def x_of(i):
         return {"token_ids": ids[i], "segment_ids": segments[i]}
 
-    selected = [sft.select_labelled(x_of(i), labels[i], weights[i], slots) for i in range(n_batches)]
-
     def keras_step(i):  # alignflow.model.training.train, one step
-        x, y, w = selected[i]
-        return float(lm.train_on_batch(x, y, sample_weight=w))
+        return float(lm.train_on_batch(x_of(i), labels[i], sample_weight=weights[i]))
 
     with probe.OtherLoad() as other:
         res = timed_steps(keras_step, n_batches, args.warmup)
@@ -104,7 +97,6 @@ def main() -> None:
         "system": "alignflow", "rank": args.rank, "top_layers": args.top_layers,
         "trainable_layers": trainable_layers(backbone), "batch": batch_size, "seq_len": seq_len,
         "warmup_steps": args.warmup, "timed_steps": len(tokens), **res,
-        "label_slots": slots, "head_positions": batch_size * slots,
         "tokens": tokens, "tokens_per_s": round(sum(tokens) / seconds, 1),
         "positions_per_s": round(len(tokens) * batch_size * seq_len / seconds, 1),
         "median_step_s": round(float(np.median(res["step_seconds"])), 4),
@@ -114,7 +106,7 @@ def main() -> None:
         "rss_baseline_mb": baseline_mb, "rss_peak_mb": probe_rss_mb(peak=True),
     }
     if args.profile:
-        out["profile"] = profile(lm, selected, args.warmup)
+        out["profile"] = profile(lm, ids, segments, labels, weights, args.warmup)
     args.result.write_text(json.dumps(out))
 
 
@@ -125,7 +117,7 @@ def probe_rss_mb(peak: bool = False) -> float:
         return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def profile(lm, selected, warmup: int) -> dict:
+def profile(lm, ids, segments, labels, weights, warmup: int) -> dict:
     """Seconds a step spends in forward, backward and update, each jitted outside train_on_batch."""
     import jax
 
@@ -146,10 +138,10 @@ def profile(lm, selected, warmup: int) -> dict:
     forward = jax.jit(loss_fn)
     fwd_bwd = jax.jit(jax.value_and_grad(loss_fn))
     step = jax.jit(full_step, donate_argnums=(0, 1))
-    n = len(selected)
+    n = ids.shape[0]
 
     def xs(i):
-        return selected[i]
+        return {"token_ids": ids[i], "segment_ids": segments[i]}, labels[i], weights[i]
 
     results = {}
     results["forward"] = timed_steps(lambda i: float(forward(tv, ntv, *xs(i))), n, warmup)

@@ -91,11 +91,8 @@ def model_shape() -> dict:
 
 
 # --- FLOPs -----------------------------------------------------------------------------------------
-def step_flops(m: dict, batch: int, seq_len: int, rank: int, trainable_from: int, head_positions: int | None = None) -> dict:
+def step_flops(m: dict, batch: int, seq_len: int, rank: int, trainable_from: int) -> dict:
     """FLOPs of one LoRA training step (multiply-add = 2 FLOPs), on all batch x seq_len positions.
-
-    The LM head runs at `head_positions` (default: all T): alignflow scores only a batch's labelled
-    positions (sft.select_labelled), the peers every position, so each is charged what it executes.
 
     T = batch x seq_len positions (padding included: the hardware computes them).
       per layer, matmul params  P_L = d(d + 2 d_kv) [q, k, v] + d d [o] + 3 d f [gate, up, down]
@@ -118,9 +115,8 @@ def step_flops(m: dict, batch: int, seq_len: int, rank: int, trainable_from: int
     p_lora = rank * (d + d) + rank * (d + d_kv)
     n = L - trainable_from
     T = batch * seq_len
-    H = T if head_positions is None else head_positions
-    fwd = T * (2 * L * p_layer + L * attn + 2 * L * p_lora) + H * 2 * p_head
-    bwd = T * (n * (2 * p_layer + 2 * attn + 4 * p_lora) - 2 * p_qkv) + H * 2 * p_head
+    fwd = T * (2 * (L * p_layer + p_head) + L * attn + 2 * L * p_lora)
+    bwd = T * (2 * p_head + n * (2 * p_layer + 2 * attn + 4 * p_lora) - 2 * p_qkv)
     return {"forward": fwd, "backward": bwd, "step": fwd + bwd, "positions": T, "matmul_params": L * p_layer + p_head,
             "layers_on_gradient_path": n, "per_position": (fwd + bwd) / T}
 
@@ -179,8 +175,7 @@ def summarise(report: dict) -> dict:
         if name.startswith("probe") or "tokens_per_s" not in r:
             continue
         top = r.get("top_layers") or 0
-        fl = step_flops(shape, b["batch"], b["seq_len"], r["rank"], shape["num_layers"] - top if top else 0,
-                        r.get("head_positions"))
+        fl = step_flops(shape, b["batch"], b["seq_len"], r["rank"], shape["num_layers"] - top if top else 0)
         med = r["median_step_s"]
         steps_per_s = len(r["step_seconds"]) / sum(r["step_seconds"])
         gflops = fl["step"] * steps_per_s / 1e9
@@ -253,8 +248,7 @@ def markdown(report: dict) -> str:
         lines.append(f"- top-k layers: alignflow / plain PEFT tokens/s = {s['alignflow_top_vs_plain_top']}")
     prof = report["runs"].get("alignflow_all", {}).get("profile")
     if prof:
-        fl = step_flops(report["model"], b["batch"], b["seq_len"], report["rank"], 0,
-                        report["runs"]["alignflow_all"].get("head_positions"))
+        fl = step_flops(report["model"], b["batch"], b["seq_len"], report["rank"], 0)
         lines += ["", "Where alignflow's step goes (all layers; medians, each jitted outside Keras):", "",
                   "| part | seconds |", "|---|---:|",
                   f"| train_on_batch (alignflow's loop) | {report['runs']['alignflow_all']['median_step_s']} |",

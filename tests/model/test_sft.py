@@ -149,20 +149,3 @@ def test_lora_targets_choose_the_layers_and_reject_unknown_names(tiny_model):
     names = sft.lora_weight_names(backbone)
     layers = {n.split("/")[-2] for n in names}
     assert layers == {"query", "feedforward_output_dense"}
-
-
-def test_select_labelled_keeps_every_weighted_label_in_order(bundled_tok):
-    tok, template = bundled_tok
-    enc = sft.encode_conversation(tok, template, CONV)
-    x, y, w = sft.make_batch([[enc], [enc, enc]], seq_len=96, pad_id=tok.pad_id)
-    slots = sft.labelled_slots([w], batch_size=2, multiple=4)
-    assert slots * 2 >= np.count_nonzero(w) and slots % 4 == 0
-    xs, ys, ws = sft.select_labelled(x, y, w, slots)
-    assert xs["label_positions"].shape == ys.shape == ws.shape == (2, slots)
-    n = np.count_nonzero(w)
-    flat = xs["label_positions"].reshape(-1)
-    np.testing.assert_array_equal(flat[:n], np.flatnonzero(w))  # positions of the B x T batch, in order
-    np.testing.assert_array_equal(ys.reshape(-1)[:n], y.reshape(-1)[w.reshape(-1) > 0])
-    assert ws.sum() == w.sum() and not ws.reshape(-1)[n:].any()  # spare slots weigh nothing
-    with pytest.raises(ValueError, match="labelled positions"):
-        sft.select_labelled(x, y, w, slots=1)

@@ -104,13 +104,3 @@ def test_non_finite_loss_stops_training():
     model, rows = setup(dataclasses.replace(P, learning_rate=1e30, clip_norm=1e30))
     with pytest.raises(training.TrainingError, match="loss is"):
         training.train(model, rows, [], dataclasses.replace(P, learning_rate=1e30, clip_norm=1e30), 0, 0)
-
-
-def test_scoring_labelled_positions_only_gives_the_same_loss():
-    """The LM head at the labelled positions (sft.select_labelled) is the full batch's loss, not an estimate."""
-    model, rows = setup()
-    batches = training.validation_batches(rows, P, pad_id=0)
-    slots = sft.labelled_slots([w for _, _, w in batches], P.batch_size)
-    assert slots < P.seq_len  # fewer positions than the full sequence
-    full, selected = training.batches_loss(model, batches), training.batches_loss(model, batches, slots)
-    assert full > 0 and np.isclose(full, selected, rtol=1e-5)

@@ -115,36 +115,6 @@ def make_batch(packs: Sequence[Sequence[Encoded]], seq_len: int, pad_id: int) ->
     return x, y, weight
 
 
-def labelled_slots(weights: Sequence[np.ndarray], batch_size: int, multiple: int = 16) -> int:
-    """Slots per batch row that hold every labelled position of the largest batch in `weights`, rounded up.
-
-    One fixed number for a whole run keeps the training step at one shape (one XLA compile)."""
-    most = max((int(np.count_nonzero(w)) for w in weights), default=1)
-    per_row = -(-max(most, 1) // batch_size)
-    return -(-per_row // multiple) * multiple
-
-
-def select_labelled(x: dict, y: np.ndarray, weight: np.ndarray, slots: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Keep only the labelled positions (weight > 0) of a batch, so the LM head scores nothing else.
-
-    x gains `label_positions` [B, slots]: flat indices into the B x T hidden states (SFTModel gathers
-    them); y and weight become [B, slots]. Unused slots point at position 0 with weight 0, so the loss,
-    a weighted mean, is the same as over the whole batch. ~60% of positions are prompt or padding, and
-    the head (576 x 49,152 for SmolLM2) is about a fifth of the forward pass.
-    """
-    n = weight.shape[0]
-    flat = np.flatnonzero(weight.reshape(-1) > 0)
-    if len(flat) > n * slots:
-        raise ValueError(f"batch has {len(flat)} labelled positions; {slots} slots x {n} rows hold {n * slots}")
-    positions = np.zeros(n * slots, dtype="int32")
-    positions[: len(flat)] = flat
-    w = np.zeros(n * slots, dtype="float32")
-    w[: len(flat)] = weight.reshape(-1)[flat]
-    labels = y.reshape(-1)[positions]
-    shape = (n, slots)
-    return {**x, "label_positions": positions.reshape(shape)}, labels.reshape(shape), w.reshape(shape)
-
-
 def token_weights(row: Encoded) -> np.ndarray:
     """Loss weight of each token of a conversation: 0 for prompt tokens, `weight` for response tokens,
     and `weight * lead[1]` for the first `lead[0]` response tokens (where a reply decides to answer or decline)."""

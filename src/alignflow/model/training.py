@@ -20,7 +20,7 @@ import numpy as np
 
 from alignflow.config import TuneParams
 from alignflow.io import atomic_dir
-from alignflow.model.sft import Encoded, labelled_slots, make_batch, pack, select_labelled
+from alignflow.model.sft import Encoded, make_batch, pack
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,6 @@ class SFTModel:
 
     It reuses the backbone's own layers, so LoRA weights trained here are the causal LM's weights; the
     only difference from the backbone's forward pass is the attention mask: causal and within a segment.
-    Given `label_positions` (sft.select_labelled) it returns logits at those positions only.
     """
 
     @staticmethod
@@ -97,11 +96,6 @@ class SFTModel:
                 for layer in self.backbone.transformer_layers:
                     x = layer(x, decoder_attention_mask=mask)
                 x = self.backbone.layer_norm(x)
-                if "label_positions" in inputs:  # score only the labelled positions (sft.select_labelled)
-                    slots = ops.shape(inputs["label_positions"])
-                    flat = ops.reshape(x, (-1, ops.shape(x)[-1]))
-                    x = ops.reshape(ops.take(flat, ops.reshape(inputs["label_positions"], (-1,)), axis=0),
-                                    (*slots, ops.shape(x)[-1]))
                 return self.backbone.token_embedding(x, reverse=True)
 
         return _SFT(backbone, name="sft")
@@ -183,26 +177,20 @@ def train(
     schedule = plan([len(r.ids) for r in train_rows], p, seed)
     total = schedule.total
     result = TrainResult(steps=total)
-    blank = [Encoded([pad_id], [0])]
-
-    def batch_at(step: int):
-        packs = [[train_rows[i] for i in ids] for ids in schedule.batches[step]]
-        return make_batch(packs + [blank] * (p.batch_size - len(packs)), p.seq_len, pad_id)
-
-    val_batches = validation_batches(val_rows, p, pad_id)
-    slots = labelled_slots([batch_at(s)[2] for s in range(total)] + [w for _, _, w in val_batches], p.batch_size)
     start = 0
     if checkpoint_dir is not None and (meta := load_checkpoint(checkpoint_dir, model, fingerprint)):
         start = result.resumed_from = meta["step"]
         result.history, result.val_history = meta["history"], meta["val_history"]
         log.info("resumed from checkpoint at step %d of %d", start, total)
     if start == 0 and val_rows:  # the untuned model's validation loss, the curve's first point
-        result.val_history.append({"step": 0, "epoch": -1, "val_loss": round(batches_loss(model, val_batches, slots), 5)})
+        result.val_history.append({"step": 0, "epoch": -1, "val_loss": round(evaluate_loss(model, val_rows, p, pad_id), 5)})
+    blank = [Encoded([pad_id], [0])]
     bar = tqdm(total=total, initial=start, desc="tune", unit="step", disable=os.environ.get("ALIGNFLOW_NO_PROGRESS") == "1")
     t0 = time.perf_counter()
     for step in range(start, total):
         epoch, batch = schedule.epochs[step], schedule.batches[step]
-        x, y, w = select_labelled(*batch_at(step), slots)
+        packs = [[train_rows[i] for i in ids] for ids in batch] + [blank] * (p.batch_size - len(batch))
+        x, y, w = make_batch(packs, p.seq_len, pad_id)
         lr = float(np.asarray(model.optimizer.learning_rate))
         loss = float(model.train_on_batch(x, y, sample_weight=w))
         if not math.isfinite(loss):
@@ -218,7 +206,7 @@ def train(
             on_step({**row, "tokens_per_second": result.tokens / elapsed})
         end_of_epoch = step + 1 == total or schedule.epochs[step + 1] != epoch
         if end_of_epoch and val_rows:
-            result.val_history.append({"step": step + 1, "epoch": epoch, "val_loss": round(batches_loss(model, val_batches, slots), 5)})
+            result.val_history.append({"step": step + 1, "epoch": epoch, "val_loss": round(evaluate_loss(model, val_rows, p, pad_id), 5)})
             log.info("epoch %d: val loss %.4f", epoch, result.val_history[-1]["val_loss"])
         if checkpoint_dir is not None and ((step + 1) % p.checkpoint_every == 0 or step + 1 == total):
             save_checkpoint(checkpoint_dir, model, step + 1, fingerprint, result)
@@ -227,25 +215,16 @@ def train(
     return result
 
 
-def validation_batches(rows: Sequence[Encoded], p: TuneParams, pad_id: int) -> list[tuple[dict, np.ndarray, np.ndarray]]:
-    """`rows` packed (in order) into the training shape: (x, y, weight) per batch."""
+def evaluate_loss(model, rows: Sequence[Encoded], p: TuneParams, pad_id: int) -> float:
+    """Mean cross-entropy per response token over `rows`, packed (in order) into the training shape."""
+    total, weight = 0.0, 0.0
     blank = [Encoded([pad_id], [0])]
     packs = sequences([len(r.ids) for r in rows], range(len(rows)), p)
-    out = []
     for start in range(0, len(packs), p.batch_size):
         chunk = [[rows[i] for i in ids] for ids in packs[start : start + p.batch_size]]
-        out.append(make_batch(chunk + [blank] * (p.batch_size - len(chunk)), p.seq_len, pad_id))
-    return out
-
-
-def batches_loss(model, batches: Sequence[tuple[dict, np.ndarray, np.ndarray]], slots: int | None = None) -> float:
-    """Mean cross-entropy per weighted response token over `batches`; with `slots`, scored through
-    select_labelled as training does."""
-    total, weight = 0.0, 0.0
-    for x, y, w in batches:
-        if slots is not None:
-            x, y, w = select_labelled(x, y, w, slots)
-        total += float(model.test_on_batch(x, y, sample_weight=w)) * w.sum()
+        chunk += [blank] * (p.batch_size - len(chunk))
+        x, y, w = make_batch(chunk, p.seq_len, pad_id)
+        loss = float(model.test_on_batch(x, y, sample_weight=w))
+        total += loss * w.sum()
         weight += w.sum()
     return float(total / weight) if weight else float("nan")
-
