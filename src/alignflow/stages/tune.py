@@ -54,6 +54,7 @@ def fingerprint(cfg: Config, base_hash: str, rows: list[dict]) -> str:
 
 def run(cfg: Config) -> dict:
     """Tune, then write the adapter, the merged preset, metrics and curves."""
+    import keras
     import mlflow
 
     p = cfg.tune
@@ -66,6 +67,7 @@ def run(cfg: Config) -> dict:
         if not train_rows:
             raise training.TrainingError(f"no training rows fit tune.seq_len={p.seq_len}")
         total = training.plan([len(r.ids) for r in train_rows], p, cfg.seed).total
+        keras.utils.set_random_seed(cfg.seed)  # LoRA's initial A matrices: same seed, same run
         sft.enable_lora(model.causal_lm.backbone, p.lora_rank, p.lora_top_layers, p.lora_targets)
         sft_model = training.compile_for_sft(model.causal_lm.backbone, p, total)
         result = training.train(
