@@ -116,3 +116,19 @@ def test_same_seed_gives_the_same_tuned_weights(cfg, tmp_path, monkeypatch):
     assert len(runs[0]) > 0
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_other_training_code_is_not_resumed(tmp_path):
+    """The checkpoint fingerprint covers the training code: an edit to model/ or tune.py starts afresh."""
+    package = tmp_path / "alignflow"
+    for entry in tune.TRAINING_CODE:
+        src = tune.PACKAGE / entry
+        if src.is_dir():
+            shutil.copytree(src, package / entry, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (package / entry).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, package / entry)
+    assert tune.code_hash(package) == tune.code_hash()
+    training_py = package / "model" / "training.py"
+    training_py.write_text(training_py.read_text() + "\n# an edit\n")
+    assert tune.code_hash(package) != tune.code_hash()

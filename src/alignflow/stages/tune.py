@@ -44,9 +44,33 @@ def encode_rows(
     return kept, too_long
 
 
+PACKAGE = Path(__file__).resolve().parents[1]
+TRAINING_CODE = ("stages/tune.py", "model", "config.py")  # the code of tune's dvc.yaml deps that shapes a step
+TRAINING_LIBRARIES = ("jax", "jaxlib", "keras", "keras-hub", "numpy")
+
+
+def code_hash(package: Path = PACKAGE) -> str:
+    """sha256 of the training code (TRAINING_CODE under `package`) and the versions of the libraries
+    that run it: a checkpoint made by other code may hold weights no run of this code would reach."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256()
+    for entry in TRAINING_CODE:
+        path = package / entry
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for lib in TRAINING_LIBRARIES:
+        try:
+            h.update(f"{lib}=={version(lib)}".encode())
+        except PackageNotFoundError:
+            h.update(f"{lib} missing".encode())
+    return h.hexdigest()
+
+
 def fingerprint(cfg: Config, base_hash: str, rows: list[dict]) -> str:
-    """What a checkpoint must match to be resumed: tune params, seed, base model and training data."""
-    h = hashlib.sha256(json.dumps([dataclasses.asdict(cfg.tune), cfg.seed, base_hash], sort_keys=True).encode())
+    """What a checkpoint must match to be resumed: tune params, seed, base model, training data, and
+    the training code and library versions (code_hash)."""
+    h = hashlib.sha256(json.dumps([dataclasses.asdict(cfg.tune), cfg.seed, base_hash, code_hash()], sort_keys=True).encode())
     for row in rows:
         h.update(json.dumps([row["id"], row["messages"]], sort_keys=True).encode())
     return h.hexdigest()
