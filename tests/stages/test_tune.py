@@ -121,13 +121,10 @@ def test_same_seed_gives_the_same_tuned_weights(cfg, tmp_path, monkeypatch):
 def test_a_checkpoint_of_other_training_code_is_not_resumed(tmp_path):
     """The checkpoint fingerprint covers the training code: an edit to model/ or tune.py starts afresh."""
     package = tmp_path / "alignflow"
-    for entry in tune.TRAINING_CODE:
-        src = tune.PACKAGE / entry
-        if src.is_dir():
-            shutil.copytree(src, package / entry, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (package / entry).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, package / entry)
+    for folder, pattern in tune.TRAINING_CODE:
+        (package / folder).mkdir(parents=True, exist_ok=True)
+        for src in (tune.PACKAGE / folder).glob(pattern):
+            shutil.copy(src, package / folder / src.name)
     assert tune.code_hash(package) == tune.code_hash()
     training_py = package / "model" / "training.py"
     training_py.write_text(training_py.read_text() + "\n# an edit\n")

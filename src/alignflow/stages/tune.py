@@ -20,6 +20,7 @@ from alignflow.config import Config
 from alignflow.model import artifacts, sft, training
 from alignflow.model.base import ChatModel, load_model
 from alignflow.model.gguf_loader import ModelLoadError
+from alignflow.registry import lineage
 from alignflow.stages import stage_main
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def encode_rows(
 
 
 PACKAGE = Path(__file__).resolve().parents[1]
-TRAINING_CODE = ("stages/tune.py", "model", "config.py")  # the code of tune's dvc.yaml deps that shapes a step
+# The code of tune's dvc.yaml deps that shapes a step, as (folder, glob) under the package.
+TRAINING_CODE = (("stages", "tune.py"), ("model", "*.py"), (".", "config.py"))
 TRAINING_LIBRARIES = ("jax", "jaxlib", "keras", "keras-hub", "numpy")
 
 
@@ -54,17 +56,15 @@ def code_hash(package: Path = PACKAGE) -> str:
     that run it: a checkpoint made by other code may hold weights no run of this code would reach."""
     from importlib.metadata import PackageNotFoundError, version
 
-    h = hashlib.sha256()
-    for entry in TRAINING_CODE:
-        path = package / entry
-        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    for lib in TRAINING_LIBRARIES:
+    def installed(lib: str) -> str:
         try:
-            h.update(f"{lib}=={version(lib)}".encode())
+            return version(lib)
         except PackageNotFoundError:
-            h.update(f"{lib} missing".encode())
-    return h.hexdigest()
+            return "missing"
+
+    parts = [lineage.files_digest(package / folder, pattern) for folder, pattern in TRAINING_CODE]
+    parts += [f"{lib}=={installed(lib)}" for lib in TRAINING_LIBRARIES]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def fingerprint(cfg: Config, base_hash: str, rows: list[dict]) -> str:
