@@ -149,3 +149,40 @@ def test_lora_targets_choose_the_layers_and_reject_unknown_names(tiny_model):
     names = sft.lora_weight_names(backbone)
     layers = {n.split("/")[-2] for n in names}
     assert layers == {"query", "feedforward_output_dense"}
+
+
+ALL_PROJECTIONS = ("query", "key", "value", "attention_output", "feedforward_gate_dense",
+                   "feedforward_intermediate_dense", "feedforward_output_dense")
+
+
+def test_lora_runs_factored_with_keras_merged_values_and_gradients(tiny_model):
+    """Each LoRA layer computes x W + s (x A) B: the same outputs and A/B gradients as Keras' merged
+    x (W + s A B), and neither pass forms a kernel-sized matrix (A B, or the full weight gradient)."""
+    import jax
+    import jax.numpy as jnp
+
+    backbone = tiny_model.causal_lm.backbone
+    sft.enable_lora(backbone, rank=2, targets=ALL_PROJECTIONS)
+    layers = [lyr for lyr in backbone._flatten_layers(include_self=False) if getattr(lyr, "lora_enabled", False)]
+    assert {lyr.name for lyr in layers} == set(ALL_PROJECTIONS)
+    rng = np.random.default_rng(0)
+    for layer in layers:
+        a0 = jnp.asarray(layer.lora_kernel_a.numpy())
+        b0 = jnp.asarray(rng.normal(size=layer.lora_kernel_b.shape).astype("float32"))  # Keras starts B at 0
+        # The input's feature dims lead the kernel: Dense (d_in, d_out); EinsumDense btd,dnh or btnh,nhd.
+        features = 1 if isinstance(layer, keras.layers.Dense) else len(layer.equation.split(",")[0]) - 2
+        x = jnp.asarray(rng.normal(size=(3, 7, *layer._kernel.shape[:features])).astype("float32"))
+
+        def loss(a, b, call, layer=layer, x=x):
+            with keras.StatelessScope(state_mapping=[(layer.lora_kernel_a, a), (layer.lora_kernel_b, b)]):
+                out = call(x)
+            return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape))), out
+
+        merged = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(a0, b0, type(layer).call.__get__(layer))
+        factored = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(a0, b0, layer.call)
+        np.testing.assert_allclose(factored[0][1], merged[0][1], rtol=1e-4, atol=1e-4, err_msg=layer.name)
+        for got, want in zip(factored[1], merged[1]):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=layer.name)
+        jaxpr = jax.make_jaxpr(jax.grad(lambda a, b, layer=layer: loss(a, b, layer.call)[0], argnums=(0, 1)))(a0, b0)
+        dots = [v.aval.size for e in jaxpr.eqns if e.primitive.name == "dot_general" for v in e.outvars]
+        assert dots and int(np.prod(layer._kernel.shape)) not in dots, layer.name

@@ -141,9 +141,40 @@ def enable_lora(backbone, rank: int, top_layers: int = 0, targets: tuple[str, ..
         raise ValueError(f"tune.lora_targets: no layer named {unknown or '(empty list)'} in {backbone.name}; "
                          f"choose from {sorted(known - {'token_embedding'})}")
     backbone.enable_lora(rank, target_layer_names=list(targets))
+    for layer in backbone._flatten_layers(include_self=False):
+        if getattr(layer, "lora_enabled", False) and layer.quantization_mode is None:
+            layer.call = _factored_lora_call(layer)
     if top_layers and top_layers < backbone.num_layers:
         for i in range(backbone.num_layers - top_layers):
             backbone.get_layer(f"transformer_layer_{i}").trainable = False
+
+
+def _factored_lora_call(layer):
+    """`call` of a LoRA-enabled Dense or EinsumDense as x W + s (x A) B.
+
+    Keras computes x (W + s A B): it builds the merged kernel every call, and its backward pass then
+    forms the full weight gradient x^T dY (d_in x d_out for every position) before reducing it to the
+    gradients of A and B. Factored, the backward needs only x^T (dY B^T) and (x A)^T dY: rank-sized.
+    With LoRA on every projection that drops about a quarter of a step's FLOPs (benchmarks/train).
+    Same function of the same variables (float sums in another order); saving still merges the
+    kernel (Keras' `save_own_variables`), so the saved model does not depend on this.
+    """
+    from keras import layers, ops
+
+    einsum = isinstance(layer, layers.EinsumDense)
+    scale = layer.lora_alpha / layer.lora_rank
+
+    def project(inputs, kernel):
+        return ops.einsum(layer.equation, inputs, kernel) if einsum else ops.matmul(inputs, kernel)
+
+    def call(inputs, training=None):
+        low_rank = ops.matmul(project(inputs, layer.lora_kernel_a), layer.lora_kernel_b)
+        x = ops.add(project(inputs, layer._kernel), ops.multiply(low_rank, scale))
+        if layer.bias is not None:
+            x = ops.add(x, layer.bias)
+        return layer.activation(x) if layer.activation is not None else x
+
+    return call
 
 
 def lora_weight_names(backbone) -> set[str]:
