@@ -117,10 +117,9 @@ def probe_rss_mb(peak: bool = False) -> float:
         return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def profile(lm, ids, segments, labels, weights, warmup: int) -> dict:
-    """Seconds a step spends in forward, backward and update, each jitted outside train_on_batch."""
-    import jax
-
+def stateless_loss(lm):
+    """(loss_fn(tv, ntv, x, y, w), tv, ntv, optimizer variables): the SFT model's training loss as a pure
+    function of its trainable and non-trainable variables, for jax.jit / jax.value_and_grad."""
     tv = [v.value for v in lm.trainable_variables]
     ntv = [v.value for v in lm.non_trainable_variables]
     ov = [v.value for v in lm.optimizer.variables]
@@ -129,6 +128,15 @@ def profile(lm, ids, segments, labels, weights, warmup: int) -> dict:
     def loss_fn(tv, ntv, x, y, w):
         loss, _ = lm.compute_loss_and_updates(tv, ntv, mv, x, y, w, training=True, optimizer_variables=ov)
         return loss
+
+    return loss_fn, tv, ntv, ov
+
+
+def profile(lm, ids, segments, labels, weights, warmup: int) -> dict:
+    """Seconds a step spends in forward, backward and update, each jitted outside train_on_batch."""
+    import jax
+
+    loss_fn, tv, ntv, ov = stateless_loss(lm)
 
     def full_step(tv, ov, ntv, x, y, w):
         loss, grads = jax.value_and_grad(loss_fn)(tv, ntv, x, y, w)
