@@ -1,6 +1,9 @@
 """Where a tune step's time goes, op by op: XLA's own per-thunk trace of the jitted forward + backward.
 
-    KERAS_BACKEND=jax .venv/bin/python benchmarks/train/op_profile.py [--batch 4 --seq-len 256 --rank 8 --targets all]
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/train/op_profile.py [--batch 4 --seq-len 128 --rank 4 --qv]
+
+Defaults: the tune stage's shape, rank and LoRA targets from params.yaml; `--qv` puts LoRA on q and v
+only, as the train bench does.
 
 Builds the loss of alignflow's SFT model on one real packed batch (the rows `run.py` uses), jits its
 value and gradient with respect to the LoRA weights, runs it twice under `jax.profiler` and reads the
@@ -29,17 +32,18 @@ import numpy as np  # noqa: E402
 import run as bench  # noqa: E402
 from measure_alignflow import stateless_loss  # noqa: E402
 
-ALL_TARGETS = ("query", "key", "value", "attention_output", "feedforward_gate_dense",
-               "feedforward_intermediate_dense", "feedforward_output_dense")
 _SHAPE = re.compile(r"(?:f32|bf16|s32|pred)\[([\d,]*)\]")
 
 
 def main() -> None:
+    from alignflow.config import load
+
+    tune = load(bench.REPO / "params.yaml").tune
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--rank", type=int, default=8)
-    ap.add_argument("--targets", choices=("all", "qv"), default="all")
+    ap.add_argument("--batch", type=int, default=tune.batch_size)
+    ap.add_argument("--seq-len", type=int, default=tune.seq_len)
+    ap.add_argument("--rank", type=int, default=tune.lora_rank)
+    ap.add_argument("--qv", action="store_true", help="LoRA on q and v only (default: params.yaml tune.lora_targets)")
     ap.add_argument("--top", type=int, default=30, help="rows of the table")
     args = ap.parse_args()
 
@@ -57,7 +61,7 @@ def main() -> None:
     y, w = d["y"][0], d["w"][0]
     backbone = load_model(ModelParams()).causal_lm.backbone
     keras.utils.set_random_seed(0)
-    sft.enable_lora(backbone, args.rank, targets=ALL_TARGETS if args.targets == "all" else ("query", "value"))
+    sft.enable_lora(backbone, args.rank, targets=("query", "value") if args.qv else tune.lora_targets)
     lm = training.compile_for_sft(backbone, TuneParams(seq_len=args.seq_len, batch_size=args.batch,
                                                        lora_rank=args.rank, max_steps=2, warmup_steps=1), 2)
     lm.train_on_batch(x, y, sample_weight=w)  # builds the model and the optimizer's variables
