@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 import rensa
 
-from alignflow.data import dedup, text
-from alignflow.data.curation_report import distinct_ratios
+from alignflow.data import curation, dedup, text
+from alignflow.data.curation_report import WordHashes
 from alignflow.data.policies import Policies
 from alignflow.data.records import check_row, parse_line, raw_text, read_lines
 
@@ -204,10 +204,24 @@ def test_reference_index_suspects_cover_every_match():
 
 def test_distinct_ratios_match_distinct_ratio():
     texts = corpus(500, seed=5) + ["", "one", "a b", "It's 2 o'clock!"] + fuzz(200, seed=6)
-    keys = pa.array([" ".join(text.words(t)) for t in texts])
-    got = distinct_ratios(keys, (1, 2, 3))
-    assert got == {n: text.distinct_ratio(texts, n) for n in (1, 2, 3)}
-    assert distinct_ratios(pa.array([], pa.string()), (2,)) == {2: 0.0}
+    words = WordHashes.of_texts(texts)
+    assert words.distinct_ratios(np.arange(len(texts)), (1, 2, 3)) == {n: text.distinct_ratio(texts, n) for n in (1, 2, 3)}
+    subset = np.arange(0, len(texts), 3)
+    assert words.distinct_ratios(subset, (2, 4)) == {n: text.distinct_ratio([texts[i] for i in subset], n) for n in (2, 4)}
+    assert WordHashes.of_texts([]).distinct_ratios(np.zeros(0, np.int64), (2,)) == {2: 0.0}
+
+
+def test_curate_workers_emit_the_word_hashes_of_prompt_and_response():
+    good = {"id": "r1", "policy": "cyber_harm", "use_case": "coding", "adversarial": False, "source": "t",
+            "messages": [{"role": "user", "content": "Hello  World, hello!"},
+                         {"role": "assistant", "content": "Hi there."}]}
+    lines = [json.dumps(good), "{broken", json.dumps({**good, "id": "r2"})]
+    batch = pa.table({"raw": pa.array([line.encode() for line in lines], pa.binary())})
+    out = curation._prepare_batch(batch, POLICIES, 3)
+    expected = WordHashes.of_texts(["Hello World, hello!", "Hi there."]).values
+    assert out.column("prompt_hashes").to_pylist() == [expected[:3].tolist(), [], expected[:3].tolist()]
+    assert out.column("response_hashes").to_pylist() == [expected[3:].tolist(), [], expected[3:].tolist()]
+    assert expected[0] == expected[2] != expected[1]  # "hello" twice, case-folded
 
 
 def test_word_bytes_agrees_with_the_regex_on_every_ascii_character():

@@ -21,7 +21,7 @@ from datasets import Dataset
 
 from alignflow.config import CurateParams
 from alignflow.data import dedup
-from alignflow.data.curation_report import WordNgrams, diversity_ratios
+from alignflow.data.curation_report import WordHashes, diversity_ratios
 from alignflow.data.policies import Policies
 from alignflow.data.records import Dropped, line_parser, log_dropped, raw_text
 from alignflow.data.text import PLACEHOLDERS, normalise, scrub_pii_counts, word_stream
@@ -32,20 +32,24 @@ MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 # set and nulls elsewhere. The prompt and response are the last two messages (`turn`). `shingles` are
 # the word n-gram hashes of prompt + "\n" + response in order (repeats kept); the first `prompt_grams`
 # of them are the prompt's own n-grams (-1: the prompt has fewer words than n, so its shingle set is
-# not a prefix). `key` and `response_key` are the case-folded words joined by spaces;
-# `prompt_words`/`response_words` count whitespace-split words.
+# not a prefix). `key` is the prompt's case-folded words joined by spaces; `prompt_hashes` and
+# `response_hashes` are the 64-bit hashes of those words, in order (dedup.split_words), from which
+# the report's distinct n-gram ratios are counted; `prompt_words`/`response_words` count
+# whitespace-split words.
 PREPARED = pa.schema([
     ("reason", pa.string()), ("field", pa.string()), ("detail", pa.string()), ("id", pa.string()),
     ("messages", pa.list_(MESSAGE)),
     ("policy", pa.string()), ("use_case", pa.string()), ("adversarial", pa.bool_()),
     ("formulation", pa.string()), ("source", pa.string()),
-    ("key", pa.string()), ("response_key", pa.string()), ("empty", pa.bool_()),
+    ("key", pa.string()), ("prompt_hashes", pa.list_(pa.uint64())), ("response_hashes", pa.list_(pa.uint64())),
+    ("empty", pa.bool_()),
     *[(f"pii_{k}", pa.int32()) for k in PII_KINDS],
     ("shingles", pa.list_(pa.uint64())), ("prompt_grams", pa.int32()),
     ("prompt_words", pa.int32()), ("response_words", pa.int32()),
 ])
 _META = ("policy", "use_case", "adversarial", "formulation", "source")
-_PARENT_ONLY = ("reason", "field", "detail", "empty", "shingles", "prompt_grams")  # not carried to `kept`
+# Not carried to `kept`.
+_PARENT_ONLY = ("reason", "field", "detail", "empty", "shingles", "prompt_grams", "prompt_hashes", "response_hashes")
 
 
 def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Table:
@@ -93,13 +97,18 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
         idx = np.cumsum(ok) - 1
         return arr.take(pa.array(idx, pa.int64(), mask=~ok))
 
+    def lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
+        """A list<uint64> column: valid row k holds the next lengths[k] values; lines with a problem hold []."""
+        full = np.zeros(len(ok), dtype=np.int64)
+        full[ok] = lengths
+        return pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(full)], pa.int32()), pa.array(values, pa.uint64()))
+
     # Words of prompt + response (words(p + "\n" + r) == words(p) + words(r)): the prompt's n-grams
     # come first; a prompt of fewer than n words has no n-gram set of its own (prompt_grams -1).
     words = dedup.split_words(streams)
     prompt_words = words.counts[0::2]
     flat, offsets = dedup.gram_hashes_flat(words.hashes, prompt_words + words.counts[1::2], shingle_n)
-    grams = np.zeros(len(ok), dtype=np.int64)  # lines with a problem get an empty list
-    grams[ok] = np.diff(offsets)
+    in_prompt = np.repeat(np.arange(len(streams)) % 2 == 0, words.counts)
     cols = {
         "reason": pa.array([p and p[0] for p in problems], pa.string()),
         "field": pa.array([p and p[1] for p in problems], pa.string()),
@@ -107,9 +116,10 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
         "id": pa.array(ids, pa.string()),
         "messages": pa.ListArray.from_arrays(pa.array(msg_offsets, pa.int32()), pa.StructArray.from_arrays(
             [pa.array(roles, pa.string()), pa.array(contents, pa.string())], fields=list(MESSAGE))),
-        "shingles": pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(grams)], pa.int32()), pa.array(flat, pa.uint64())),
+        "shingles": lists(flat, np.diff(offsets)),
         "key": column(words.keys.take(pa.array(np.arange(0, len(streams), 2))), "key"),
-        "response_key": column(words.keys.take(pa.array(np.arange(1, len(streams), 2))), "response_key"),
+        "prompt_hashes": lists(words.hashes[in_prompt], prompt_words),
+        "response_hashes": lists(words.hashes[~in_prompt], words.counts[1::2]),
         "prompt_grams": column(pa.array(np.where(prompt_words >= shingle_n, prompt_words - shingle_n + 1, -1), pa.int32()),
                                "prompt_grams"),
     }
@@ -164,15 +174,18 @@ def curate(lines: Dataset, files: list[str], policies: Policies, eval_ids: list[
     source = lines.with_format("arrow")[:]  # file, line, raw (memory-mapped)
     table = prepare(lines, policies, p)  # one row per line, same order
     with ThreadPoolExecutor(1) as background:
-        # The report's word statistics are Arrow and numpy work that releases the GIL: they run beside
-        # the filters below (mostly Python and rensa) instead of after them.
-        words = [background.submit(WordNgrams, table.column(c)) for c in ("key", "response_key")]
+        # Arrow and numpy work that releases the GIL runs beside the filters below (mostly Python and
+        # rensa) instead of after them: every line's prompt and response (the kept ones are filtered
+        # out of them later), and the report's word statistics.
+        turns = background.submit(lambda: [turn(table.column("messages"), back) for back in (2, 1)])
+        words = [background.submit(lambda c: WordHashes(*dedup.flat_lists(table.column(c))), c)
+                 for c in ("prompt_hashes", "response_hashes")]
         alive, drops = _filter_rows(table, source, files, index, eval_ids, p)
         kept_rows = np.flatnonzero(alive)
         distinct = background.submit(lambda: diversity_ratios(words[0].result(), words[1].result(), kept_rows))
         dropped = _dropped_records(source, files, drops)
         log_dropped([d for d in dropped if d.filter == "load"])
-        kept, pii = _kept_rows(table, alive, p.val_fraction, seed)
+        kept, pii = _kept_rows(table, alive, turns.result(), p.val_fraction, seed)
         # A fixed fingerprint: datasets would otherwise hash every row to make one (caching is off anyway).
         kept = Dataset(kept, fingerprint="alignflow-curate-kept")
         return Curated(kept, dropped, pii, len(lines), distinct.result())
@@ -186,12 +199,15 @@ def _dropped_records(source: pa.Table, files: list[str], drops: list[tuple]) -> 
                 where.column("file").to_pylist(), where.column("line").to_pylist(), where.column("raw").to_pylist(), drops)]
 
 
-def _kept_rows(table: pa.Table, alive: np.ndarray, val_fraction: float, seed: int) -> tuple[pa.Table, dict[str, int]]:
-    """The kept rows with prompt, response, split and pii_replaced; PII replacements per kind."""
-    kept = table.select([c for c in table.column_names if c not in _PARENT_ONLY]).filter(pa.array(alive))
+def _kept_rows(table: pa.Table, alive: np.ndarray, turns: list[pa.Array], val_fraction: float,
+               seed: int) -> tuple[pa.Table, dict[str, int]]:
+    """The kept rows with prompt, response (`turns`: every line's), split and pii_replaced; PII
+    replacements per kind."""
+    mask = pa.array(alive)
+    kept = table.select([c for c in table.column_names if c not in _PARENT_ONLY]).filter(mask)
     kept = kept.combine_chunks()  # one chunk per column: later column work is a few calls, not one per batch
-    kept = kept.append_column("prompt", turn(kept.column("messages"), 2))
-    kept = kept.append_column("response", turn(kept.column("messages"), 1))
+    for name, column in zip(("prompt", "response"), turns):
+        kept = kept.append_column(name, column.filter(mask))
     splits = stratified_split(kept.column("policy"), kept.column("use_case"), val_fraction, seed)
     pii_counts = np.stack([kept.column(f"pii_{k}").to_numpy().astype(np.int64) for k in PII_KINDS])
     kept = kept.append_column("split", pa.array(splits, pa.string()))
@@ -229,7 +245,7 @@ def _filter_rows(table: pa.Table, source: pa.Table, files: list[str], index: ded
     first = _first_equal(table.column("key"), live)
     copies = first != live
     drop(live[copies], "exact_duplicate", "exact_dedup", [f"same prompt as '{ids[j]}'" for j in first[copies]])
-    flat, offsets = _flat(table.column("shingles"))
+    flat, offsets = dedup.flat_lists(table.column("shingles"))
     found = contaminated(table, flat, offsets, np.flatnonzero(alive), index, p)
     drop([i for i, _ in found], "contaminated", "decontaminate",
          [f"matches held-out '{eval_ids[ref]}' ({method}, jaccard {sim})" for _, (ref, method, sim) in found])
@@ -267,18 +283,13 @@ def _first_equal(values: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
 
 
 def turn(messages: pa.Array | pa.ChunkedArray, back: int) -> pa.Array:
-    """Content of each row's message `back` from the end (2: the prompt, 1: the response)."""
+    """Content of each row's message `back` from the end (2: the prompt, 1: the response); null for a
+    row with fewer messages (a line that failed to load has none)."""
     arr = messages.combine_chunks() if isinstance(messages, pa.ChunkedArray) else messages
     offsets = np.asarray(arr.offsets, dtype=np.int64)
+    short = np.diff(offsets) < back
     contents = pc.struct_field(pc.list_flatten(arr), "content")
-    return contents.take(pa.array(offsets[1:] - offsets[0] - back))
-
-
-def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(values, offsets) of a list<uint64> column as numpy arrays (row i: values[offsets[i]:offsets[i+1]])."""
-    arr = column.combine_chunks()
-    offsets = np.asarray(arr.offsets, dtype=np.int64)
-    return np.asarray(arr.values, dtype=np.uint64), offsets
+    return contents.take(pa.array(np.where(short, 0, offsets[1:] - offsets[0] - back), pa.int64(), mask=short))
 
 
 def contaminated(table: pa.Table, flat: np.ndarray, offsets: np.ndarray, live: np.ndarray,

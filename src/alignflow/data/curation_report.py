@@ -7,10 +7,11 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from alignflow.data import dedup
 from alignflow.data.policies import BENIGN, Policies
 from alignflow.data.records import Dropped
+from alignflow.data.text import word_stream
 
 
 def coverage(policies: Policies, policy: Sequence[str], use_case: Sequence[str], adversarial: Sequence[bool]) -> list[dict]:
@@ -30,59 +31,45 @@ def _lengths(counts: np.ndarray) -> dict[str, float]:
             "max": int(q[4]), "mean": round(float(n.mean()), 2)}
 
 
-class WordNgrams:
-    """Texts given as their words joined by single spaces (curation's `key` columns), numbered so that
-    `text.distinct_ratio` of any subset of them is a few numpy calls.
+_GRAM_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd
 
-    Exact, without a Python object per word: Arrow splits the texts and numbers the distinct words;
-    each n-gram becomes one integer (base = vocabulary size) and numpy counts the distinct integers.
+
+class WordHashes:
+    """Texts given as their words' 64-bit hashes in a flat layout (values, offsets: dedup.split_words,
+    which the curate workers run anyway), so that `text.distinct_ratio` of any subset of them is a few
+    numpy calls: each n-gram is coded from its words' hashes and the sorted codes are counted.
+    Exact unless two distinct words or n-grams share a 64-bit hash (for the ~10 million n-grams of
+    200k rows, a chance of about 3 in a million).
     """
 
-    def __init__(self, keys: pa.Array | pa.ChunkedArray):
-        keys = pc.fill_null(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys, "")
-        split = pc.split_pattern(keys, " ")  # "" (no words) splits into one empty string: not a word
-        self.sizes = np.where(pc.binary_length(keys).to_numpy(zero_copy_only=False) > 0,
-                              pc.list_value_length(split).to_numpy(zero_copy_only=False), 0).astype(np.int64)
-        tokens = pc.list_flatten(split)
-        if len(tokens):
-            tokens = tokens.filter(pc.binary_length(tokens).to_numpy(zero_copy_only=False) > 0)
-        self.ids = pc.dictionary_encode(tokens).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
-        self.vocab = int(self.ids.max()) + 1 if len(self.ids) else 1
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values, self.offsets = values, offsets
+
+    @classmethod
+    def of_texts(cls, texts: Sequence[str]) -> WordHashes:
+        w = dedup.split_words([word_stream(t) for t in texts])
+        return cls(w.hashes, np.concatenate([[0], np.cumsum(w.counts)]).astype(np.int64))
 
     def distinct_ratios(self, rows: np.ndarray, ns: Sequence[int]) -> dict[int, float]:
-        """Distinct n-grams / all n-grams over the texts `rows`, for each n (as text.distinct_ratio)."""
-        ids, offsets = _take_rows(self.ids, self.offsets, rows)
-        ends = np.repeat(offsets[1:], np.diff(offsets))  # for each token, where its text ends
-        out = {}
-        for n in ns:
-            starts = np.flatnonzero(np.arange(len(ids)) + n <= ends)  # n-grams inside one text
-            if self.vocab ** n < 2**62:
-                code = np.zeros(len(starts), dtype=np.int64)
-                for k in range(n):
-                    code = code * self.vocab + ids[starts + k]
-                code.sort()  # distinct values of a sorted array: ~10x faster than np.unique's hash table here
-                distinct = int(len(code) > 0) + int(np.count_nonzero(code[1:] != code[:-1]))
-            else:  # too many words to pack an n-gram in 64 bits: compare n-grams as rows
-                distinct = len(np.unique(np.stack([ids[starts + k] for k in range(n)], axis=1), axis=0))
-            out[n] = round(distinct / len(starts), 4) if len(starts) else 0.0
+        """Distinct n-grams / all n-grams over the texts `rows`, for each n (as text.distinct_ratio).
+
+        The n-gram starting at word i is coded as sum(hash[i + k] * M**(n - 1 - k)) mod 2**64, built
+        from the (n-1)-gram codes in one pass; n-grams that run past their text's end are left out.
+        """
+        values, offsets = dedup.gather(self.values, self.offsets, np.asarray(rows, dtype=np.int64))
+        room = np.repeat(offsets[1:], np.diff(offsets)) - np.arange(len(values))  # words left in the text
+        out, code = {}, values
+        for n in range(1, max(ns, default=0) + 1):
+            if n > 1:
+                code = code[:-1] * _GRAM_MULT + values[n - 1:]  # wraps around mod 2**64
+            if n in ns:
+                grams = np.sort(code[room[:len(code)] >= n])  # numpy's vectorised sort
+                distinct = int(len(grams) > 0) + int(np.count_nonzero(grams[1:] != grams[:-1]))
+                out[n] = round(distinct / len(grams), 4) if len(grams) else 0.0
         return out
 
 
-def _take_rows(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lengths = (offsets[1:] - offsets[:-1])[rows]
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    shift = np.repeat(offsets[:-1][rows] - new_offsets[:-1], lengths)
-    return values[shift + np.arange(new_offsets[-1])], new_offsets
-
-
-def distinct_ratios(keys: pa.Array | pa.ChunkedArray, ns: Sequence[int]) -> dict[int, float]:
-    """`text.distinct_ratio` for each n, from texts given as their words joined by single spaces."""
-    words = WordNgrams(keys)
-    return words.distinct_ratios(np.arange(len(words.sizes)), ns)
-
-
-def diversity_ratios(prompt_words: WordNgrams, response_words: WordNgrams, rows: np.ndarray) -> dict[str, float]:
+def diversity_ratios(prompt_words: WordHashes, response_words: WordHashes, rows: np.ndarray) -> dict[str, float]:
     """The report's distinct-n-gram figures for the rows `rows` (the kept rows)."""
     prompt = prompt_words.distinct_ratios(rows, (1, 2, 3))
     return {**{f"prompt_distinct_{n}": r for n, r in prompt.items()},
@@ -90,20 +77,16 @@ def diversity_ratios(prompt_words: WordNgrams, response_words: WordNgrams, rows:
 
 
 def build_report(rows_in: int, kept: pa.Table, dropped: list[Dropped], pii: dict[str, int], policies: Policies,
-                 distinct: dict[str, float] | None = None) -> dict:
+                 distinct: dict[str, float]) -> dict:
     """The JSON report (DVC metrics): deterministic for the same inputs and params.
 
     `kept` holds the kept rows with the curation columns (see alignflow.data.curation.PREPARED):
-    key/response_key (words of prompt/response) and prompt_words/response_words (word counts).
-    `distinct` (see diversity_ratios) is computed from them when not given.
+    prompt_words/response_words (word counts); `distinct` are their diversity_ratios.
     """
     col = {c: kept.column(c).to_pylist() for c in ("policy", "use_case", "adversarial", "split", "formulation")}
     table = coverage(policies, col["policy"], col["use_case"], col["adversarial"])
     adv_cells = [c["rows"] for c in table if c["policy"] != BENIGN]
     by_reason = Counter(d.reason for d in dropped)
-    if distinct is None:
-        everything = np.arange(kept.num_rows)
-        distinct = diversity_ratios(WordNgrams(kept.column("key")), WordNgrams(kept.column("response_key")), everything)
     n_adversarial = int(sum(col["adversarial"]))
     return {
         "rows_in": rows_in,

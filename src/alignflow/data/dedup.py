@@ -169,6 +169,13 @@ def gather(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.
     return take_slices(flat, offsets[:-1][rows], lengths[rows])
 
 
+def flat_lists(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets) of a list<uint64> column as numpy arrays (row i: values[offsets[i]:offsets[i+1]])."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    return np.asarray(arr.values, dtype=np.uint64)[offsets[0]:offsets[-1]], offsets - offsets[0]
+
+
 def take_slices(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows flat[starts[i]:starts[i] + lengths[i]] as a new flat layout (values, offsets)."""
     lengths = np.asarray(lengths, dtype=np.int64)
