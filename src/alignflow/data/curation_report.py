@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from alignflow.data import dedup
 from alignflow.data.policies import BENIGN, Policies
@@ -14,10 +15,22 @@ from alignflow.data.records import Dropped
 from alignflow.data.text import word_stream
 
 
-def coverage(policies: Policies, policy: Sequence[str], use_case: Sequence[str], adversarial: Sequence[bool]) -> list[dict]:
-    """Rows per cell: every policy x use case (adversarial rows), then benign rows per use case."""
-    adv = Counter((p, u) for p, u, a in zip(policy, use_case, adversarial) if a)
-    benign = Counter(u for p, u, a in zip(policy, use_case, adversarial) if not a)
+def value_counts(table: pa.Table, columns: Sequence[str]) -> Counter:
+    """Rows per distinct value of `columns` (a tuple of values, None for null), by Arrow's group-by."""
+    grouped = table.select(list(columns)).group_by(list(columns)).aggregate([([], "count_all")])
+    keys = zip(*(grouped.column(c).to_pylist() for c in columns))
+    return Counter(dict(zip(keys, grouped.column("count_all").to_pylist())))
+
+
+def coverage(policies: Policies, rows: pa.Table) -> list[dict]:
+    """Rows per cell: every policy x use case (adversarial rows), then benign rows per use case.
+    `rows` has the columns policy, use_case and adversarial."""
+    adv, benign = Counter(), Counter()
+    for (p, u, a), n in value_counts(rows, ("policy", "use_case", "adversarial")).items():
+        if a:
+            adv[(p, u)] += n
+        else:
+            benign[u] += n
     table = [{"cell": f"{p} / {u}", "policy": p, "use_case": u, "rows": adv[(p, u)]} for p, u in policies.cells]
     table += [{"cell": f"{BENIGN} / {u}", "policy": BENIGN, "use_case": u, "rows": benign[u]} for u in policies.use_cases]
     return table
@@ -76,18 +89,21 @@ def diversity_ratios(prompt_words: WordHashes, response_words: WordHashes, rows:
             "response_distinct_2": response_words.distinct_ratios(rows, (2,))[2]}
 
 
-def build_report(rows_in: int, kept: pa.Table, dropped: list[Dropped], pii: dict[str, int], policies: Policies,
+def build_report(rows_in: int, kept: pa.Table, dropped: list[Dropped], pii: dict[str, int], cells: list[dict],
                  distinct: dict[str, float]) -> dict:
     """The JSON report (DVC metrics): deterministic for the same inputs and params.
 
     `kept` holds the kept rows with the curation columns (see alignflow.data.curation.PREPARED):
-    prompt_words/response_words (word counts); `distinct` are their diversity_ratios.
+    prompt_words/response_words (word counts); `cells` is their `coverage` and `distinct` their
+    diversity_ratios.
     """
-    col = {c: kept.column(c).to_pylist() for c in ("policy", "use_case", "adversarial", "split", "formulation")}
-    table = coverage(policies, col["policy"], col["use_case"], col["adversarial"])
-    adv_cells = [c["rows"] for c in table if c["policy"] != BENIGN]
+    adv_cells = [c["rows"] for c in cells if c["policy"] != BENIGN]
     by_reason = Counter(d.reason for d in dropped)
-    n_adversarial = int(sum(col["adversarial"]))
+    n_adversarial = int(pc.sum(kept.column("adversarial")).as_py() or 0)
+
+    def mix(column: str, null: str | None = None) -> dict:
+        return dict(sorted((k if k is not None else null, n) for (k,), n in value_counts(kept, (column,)).items()))
+
     return {
         "rows_in": rows_in,
         "rows_out": kept.num_rows,
@@ -96,21 +112,21 @@ def build_report(rows_in: int, kept: pa.Table, dropped: list[Dropped], pii: dict
         "quarantined_share": round(len(dropped) / rows_in, 4) if rows_in else 0.0,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "quarantined_by_file": dict(sorted(Counter(d.file for d in dropped).items())),
-        "splits": dict(sorted(Counter(col["split"]).items())),
+        "splits": mix("split"),
         "adversarial_rows": n_adversarial,
         "benign_rows": int(kept.num_rows - n_adversarial),
         "pii_replaced": dict(sorted(pii.items())),
         "coverage": {
             "cells": len(adv_cells),
             "min_rows_per_cell": int(min(adv_cells)) if adv_cells else 0,
-            "empty_cells": [c["cell"] for c in table if c["policy"] != BENIGN and c["rows"] == 0],
-            "table": {c["cell"]: c["rows"] for c in table},
+            "empty_cells": [c["cell"] for c in cells if c["policy"] != BENIGN and c["rows"] == 0],
+            "table": {c["cell"]: c["rows"] for c in cells},
         },
         "diversity": {
             **distinct,
             "prompt_words": _lengths(kept.column("prompt_words").to_numpy(zero_copy_only=False)),
             "response_words": _lengths(kept.column("response_words").to_numpy(zero_copy_only=False)),
-            "formulation_mix": dict(sorted(Counter(f or "unspecified" for f in col["formulation"]).items())),
-            "use_case_mix": dict(sorted(Counter(col["use_case"]).items())),
+            "formulation_mix": mix("formulation", null="unspecified"),
+            "use_case_mix": mix("use_case"),
         },
     }

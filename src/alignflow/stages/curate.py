@@ -77,7 +77,8 @@ def curate_files(cfg: Config) -> StageOutput:
         result = curate(datasets.Dataset.from_file(str(path)), names, policies, eval_ids, eval_prompts,
                         cfg.curate, cfg.seed)
     kept = result.kept.with_format("arrow")[:]
-    report = build_report(result.rows_in, kept, result.dropped, result.pii, policies, result.distinct)
+    cells = coverage(policies, kept)
+    report = build_report(result.rows_in, kept, result.dropped, result.pii, cells, result.distinct)
     if not report["conserved"]:
         raise CurateError(f"row conservation broken: {result.rows_in} in, {report['rows_out']} out, "
                           f"{len(result.dropped)} quarantined")
@@ -87,8 +88,7 @@ def curate_files(cfg: Config) -> StageOutput:
             f"{len(result.dropped)} of {result.rows_in} rows quarantined ({report['quarantined_share']:.1%} > "
             f"curate.max_quarantine_share {cfg.curate.max_quarantine_share:.0%}): {reasons}"
         )
-    table = coverage(policies, *(kept.column(c).to_pylist() for c in ("policy", "use_case", "adversarial")))
-    return StageOutput(kept, result.dropped, report, table)
+    return StageOutput(kept, result.dropped, report, cells)
 
 
 def run(cfg: Config) -> dict:
