@@ -37,7 +37,7 @@ def machine() -> dict:
                   if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     versions = {}
-    for pkg in ("datasets", "pyarrow", "numpy", "rensa", "datasketch", "xxhash", "orjson"):
+    for pkg in ("datasets", "pyarrow", "numpy", "rensa", "datasketch", "xxhash", "msgspec"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -6,6 +6,7 @@ import re
 import unicodedata
 from collections import Counter
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -14,7 +15,7 @@ import rensa
 from alignflow.data import curation, dedup, text
 from alignflow.data.curation_report import WordHashes
 from alignflow.data.policies import Policies
-from alignflow.data.records import check_row, parse_line, raw_text, read_lines
+from alignflow.data.records import check_row, parse_line, raw_text, read_lines, row_type
 
 ALPHABET = list("ab Z9_-.,@\n\n\t\r  ") + ["\u00a0", "\u200b", "\u3000", "e\u0301", "\u00e9", "\x0b", "\x1c", "\x85",
                                             "\u2028", "\x00", "\ufeff", "\u0663", "ß", "İ", "2024", "x@y.io"]
@@ -82,19 +83,63 @@ ROW = {"id": "r1", "messages": [{"role": "user", "content": "hi there"}, {"role"
     json.dumps({**ROW, "messages": [{"role": ["user"], "content": "x"}, ROW["messages"][1]]}),
     json.dumps({**ROW, "formulation": ["direct"]}), json.dumps({**ROW, "policy": "none"}),
     json.dumps({**ROW, "messages": ROW["messages"][::-1]}), json.dumps({**ROW, "adversarial": 1}),
+    json.dumps({**ROW, "id": "a\ud800b"}), json.dumps(ROW).replace("hi there", "hi\\ud83dthere"),
+    json.dumps(ROW).replace("hi there", "hi\u00e9\x01there"), json.dumps(ROW).replace("hi there", "hi \udcffthere"),
+    json.dumps({**ROW, "id": "x", "id ": "y"}), json.dumps(ROW).replace('"id": "r1"', '"id": "r1", "id": "r2"'),
+    json.dumps({**ROW, "adversarial": False, "policy": "none"}), json.dumps({**ROW, "formulation": "poem"}),
+    json.dumps({**ROW, "messages": [{"role": "system", "content": " \u3000"}, *ROW["messages"]]}),
+    json.dumps({**ROW, "messages": [{**ROW["messages"][0], "name": "x"}, ROW["messages"][1]]}),
 ])
 def test_parse_line_matches_json_parsing(line):
-    raw = line.encode("utf-8", errors="surrogatepass") + b"\n"
+    raw = line.encode("utf-8", errors="surrogateescape" if "\udcff" in line else "surrogatepass") + b"\n"
     try:
         obj = json.loads(raw.decode("utf-8").rstrip("\r\n"))
         problem = check_row(obj, POLICIES)
         rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
-        expected = (None if problem else obj, rid, problem)
+        row = row_type(POLICIES)
+        expected = (None if problem else msgspec.convert(obj, row), rid, problem)
     except UnicodeDecodeError as exc:
         expected = (None, None, ("invalid_utf8", None, f"invalid UTF-8 at byte {exc.start}"))
     except json.JSONDecodeError as exc:
         expected = (None, None, ("malformed_json", None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
     assert parse_line(raw, POLICIES) == expected
+
+
+def reference_parse(raw: bytes):
+    """parse_line's answer, worked out with json.loads and check_row only."""
+    try:
+        obj = json.loads(raw.decode("utf-8").rstrip("\r\n"))
+    except UnicodeDecodeError as exc:
+        return None, None, ("invalid_utf8", None, f"invalid UTF-8 at byte {exc.start}")
+    except json.JSONDecodeError as exc:
+        return None, None, ("malformed_json", None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    problem = check_row(obj, POLICIES)
+    rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+    return (None if problem else msgspec.convert(obj, row_type(POLICIES))), rid, problem
+
+
+def test_parse_line_matches_json_parsing_on_mutated_lines():
+    """Random byte edits of valid rows: the typed fast path accepts exactly what json + check_row accept."""
+    rng = random.Random(11)
+    seeds = [json.dumps(ROW).encode(), json.dumps({**ROW, "formulation": "direct", "adversarial": False}).encode(),
+             json.dumps({**ROW, "messages": [{"role": "system", "content": "be \u00e9 brief"}, *ROW["messages"]]},
+                        ensure_ascii=False).encode()]
+    pieces = [b'"', b"\\", b"\\u00e9", b"\\ud800", b"\xff", b"\xc3\xa9", b"\x00", b" ", b"\t", b",", b"{", b"}", b"[", b"]",
+              b"null", b"true", b"1", b'"none"', b'"user"', b'"assistant"', b'"formulation":', b'"role":']
+    accepted = 0
+    for _ in range(4000):
+        raw = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(raw) + 1)
+            if rng.random() < 0.5:
+                raw[at:at + rng.randint(1, 4)] = b""
+            else:
+                raw[at:at] = rng.choice(pieces)
+        raw = bytes(raw) + b"\n"
+        expected = reference_parse(raw)
+        assert parse_line(raw, POLICIES) == expected, raw
+        accepted += expected[2] is None
+    assert 50 < accepted < 3950  # both paths exercised
 
 
 def test_read_lines_matches_file_iteration(tmp_path):

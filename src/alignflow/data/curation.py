@@ -73,16 +73,16 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
             continue
         counts = [0] * n_kinds
         start = len(contents)
-        for m in obj["messages"]:
-            text, found = scrub_pii_counts(normalise(m["content"]))
+        for m in obj.messages:
+            text, found = scrub_pii_counts(normalise(m.content))
             for kind, c in found.items():
                 counts[pii_index[kind]] += c
-            add_role(m["role"]), add_content(text)
+            add_role(m.role), add_content(text)
         row_texts = contents[start:]
         prompt, response = row_texts[-2], row_texts[-1]  # check_row: the last two are user, assistant
         add_streams((word_stream(prompt), word_stream(response)))
         add_msg_end(len(roles))
-        meta.append((obj["policy"], obj["use_case"], obj["adversarial"], obj.get("formulation"), obj["source"]))
+        meta.append((obj.policy, obj.use_case, obj.adversarial, obj.formulation, obj.source))
         numbers.append((not all(row_texts), _count_words(prompt), _count_words(response)))
         pii.append(counts)
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence
 
+import msgspec
 import numpy as np
 import pyarrow as pa
-
-try:  # installed with dvc and prefect (requirements.lock); optional: json gives the same rows, slower
-    import orjson
-except ImportError:  # pragma: no cover
-    orjson = None
 
 from alignflow.data.policies import BENIGN, Policies
 
@@ -97,31 +94,50 @@ def check_row(obj: Any, policies: Policies) -> tuple[str, str | None, str] | Non
     return None
 
 
-def parse_line(raw: bytes, policies: Policies) -> tuple[dict | None, str | None, tuple[str, str | None, str] | None]:
+class Message(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+def row_type(policies: Policies) -> type:
+    """The contract's row as a msgspec Struct: exact JSON types, no unknown fields, policy and use case
+    among the policies file's. What types cannot say (non-blank id and contents, the last two roles,
+    adversarial rows not benign) `_meets_contract` checks."""
+    return _row_type(tuple(policies.labels), tuple(policies.use_cases))
+
+
+@lru_cache(maxsize=16)
+def _row_type(labels: tuple[str, ...], use_cases: tuple[str, ...]) -> type:
+    fields = [("id", str), ("messages", list[Message]), ("policy", Literal[labels]), ("use_case", Literal[use_cases]),
+              ("adversarial", bool), ("source", str), ("formulation", Optional[Literal[FORMULATIONS]], None)]
+    return msgspec.defstruct("Row", fields, forbid_unknown_fields=True, module=__name__)
+
+
+def parse_line(raw: bytes, policies: Policies) -> tuple[Any, str | None, tuple[str, str | None, str] | None]:
     """One non-blank raw line -> (row, id, problem).
 
-    `row` is the parsed object when it meets the contract (else None), `id` its id when readable, and
-    `problem` (reason, field, detail) why it does not. Duplicate ids need the whole file: see read_jsonl.
+    `row` is the parsed row (a `row_type` Struct) when it meets the contract (else None), `id` its id
+    when readable, and `problem` (reason, field, detail) why it does not. Duplicate ids need the whole
+    file: see read_jsonl.
     """
     return line_parser(policies)(raw)
 
 
 def line_parser(policies: Policies):
-    """`parse_line` for many lines: the policy sets are built once; rows that plainly meet the
-    contract take a fast path (orjson and `_meets_contract`), anything else the exact slow path."""
-    labels, use_cases = frozenset(policies.labels), frozenset(policies.use_cases)
+    """`parse_line` for many lines. A row that plainly meets the contract takes the fast path: msgspec
+    decodes it straight into the typed Struct (checking every type in C; ~3x faster than json.loads
+    plus checks in Python). Anything else, invalid UTF-8 included, goes the exact slow path (json and
+    `check_row`), which names the problem."""
+    row = row_type(policies)
+    decode = msgspec.json.Decoder(row).decode
 
-    def parse(raw: bytes) -> tuple[dict | None, str | None, tuple[str, str | None, str] | None]:
-        if orjson is not None:
-            # orjson parses ~3x faster than json. A row that meets the contract holds only strings,
-            # bools, lists and objects, where both parsers agree (they differ on NaN, huge numbers, lone
-            # surrogates); anything else (invalid UTF-8 included) goes the json way for its exact error.
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                obj = None
-            if _meets_contract(obj, labels, use_cases):
-                return obj, obj["id"], None
+    def parse(raw: bytes) -> tuple[Any, str | None, tuple[str, str | None, str] | None]:
+        try:
+            obj = decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+            obj = None
+        if obj is not None and _meets_contract(obj):
+            return obj, obj.id, None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -132,35 +148,22 @@ def line_parser(policies: Policies):
             return None, None, ("malformed_json", None, f"invalid JSON: {exc.msg} (column {exc.colno})")
         rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
         problem = check_row(obj, policies)
-        return (None if problem else obj), rid, problem
+        # A row only json parses (json and msgspec differ on lone surrogates) still meets the contract.
+        return (None if problem else msgspec.convert(obj, row)), rid, problem
 
     return parse
 
 
-_REQUIRED_FIELDS = frozenset(FIELDS)
-_ROLES = frozenset(("system", "user", "assistant"))
-
-
-def _meets_contract(obj: Any, labels: frozenset, use_cases: frozenset) -> bool:
-    """True only if `check_row` finds no problem (False: let check_row say which). About 2x faster
-    than check_row: exact types (parsed JSON has no subclasses) and set lookups, no generic loops."""
-    if type(obj) is not dict or not (_REQUIRED_FIELDS <= obj.keys() <= _KNOWN_FIELDS):
-        return False
-    rid, messages, policy = obj["id"], obj["messages"], obj["policy"]
-    if not (type(rid) is str and type(messages) is list and type(policy) is str and type(obj["use_case"]) is str
-            and type(obj["adversarial"]) is bool and type(obj["source"]) is str):
-        return False
-    formulation = obj.get("formulation")
-    if (formulation is not None and formulation not in FORMULATIONS) or not rid.strip() or len(messages) < 2:
+def _meets_contract(row: Any) -> bool:
+    """The contract's checks beyond a `row_type` Struct's types: True only if `check_row` finds no
+    problem in the row (False: let check_row say which)."""
+    messages = row.messages
+    if len(messages) < 2 or not row.id.strip() or (row.adversarial and row.policy == BENIGN):
         return False
     for m in messages:
-        if type(m) is not dict or m.keys() != _MESSAGE_KEYS:
+        if not m.content.strip():
             return False
-        role, content = m["role"], m["content"]
-        if type(role) is not str or role not in _ROLES or type(content) is not str or not content.strip():
-            return False
-    return (messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user" and policy in labels
-            and obj["use_case"] in use_cases and not (obj["adversarial"] and policy == BENIGN))
+    return messages[-1].role == "assistant" and messages[-2].role == "user"
 
 
 def raw_text(raw: bytes) -> str:
@@ -209,8 +212,7 @@ def read_jsonl(
                                            raw_text(raw), rid, "id"))
                     continue
                 seen[rid] = f"{name}:{lineno}"
-                rows.append({**obj, "formulation": obj.get("formulation"), "_file": name, "_line": lineno,
-                             "_raw": raw_text(raw)})
+                rows.append({**msgspec.to_builtins(obj), "_file": name, "_line": lineno, "_raw": raw_text(raw)})
     log_dropped(dropped)
     return rows, dropped, rows_in
 
