@@ -275,12 +275,14 @@ def test_word_bytes_agrees_with_the_regex_on_every_ascii_character():
     assert Counter(text.word_bytes("A a a")) == {b"a": 3}
 
 
-def test_word_counts_of_normalised_texts():
-    from alignflow.data.curation import _count_words
-
-    for t in fuzz(3000, seed=8) + ["", "a", "a b", " a  b ", "x\ty", "l1\nl2  l3"]:
-        clean = text.scrub_pii(text.normalise(t))[0]
-        assert _count_words(clean) == len(clean.split()), repr(clean)
+def test_word_counts_match_split():
+    texts = fuzz(3000, seed=8) + ["", "a", "a b", " a  b ", "x\ty", "l1\nl2  l3", "x\x1cy\x1f", "\u2028z", "é b"]
+    texts += [text.scrub_pii(text.normalise(t))[0] for t in texts]
+    for part in (texts, texts[1:], texts[:1], texts[:0]):
+        counts = curation.word_counts(pa.array(part, pa.string()), part)
+        assert counts.tolist() == [len(t.split()) for t in part]
+    sliced = pa.array(texts, pa.string()).slice(5, 40)  # an array whose buffer starts elsewhere
+    assert curation.word_counts(sliced, texts[5:45]).tolist() == [len(t.split()) for t in texts[5:45]]
 
 
 def stratified_split_reference(policies: list[str], use_cases: list[str], val_fraction: float, seed: int) -> list[str]:

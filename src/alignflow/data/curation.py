@@ -60,7 +60,7 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
     built once per batch.
     """
     n_kinds, pii_index = len(PII_KINDS), {k: n for n, k in enumerate(PII_KINDS)}
-    problems, ids, meta, numbers, pii = [], [], [], [], []
+    problems, ids, meta, empty, pii, ends = [], [], [], [], [], []
     roles, contents, msg_offsets, streams = [], [], [0], []
     add_role, add_content, add_msg_end, add_streams = roles.append, contents.append, msg_offsets.append, streams.extend
     parse = line_parser(policies)
@@ -82,8 +82,9 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
         prompt, response = row_texts[-2], row_texts[-1]  # check_row: the last two are user, assistant
         add_streams((word_stream(prompt), word_stream(response)))
         add_msg_end(len(roles))
+        ends.append(len(roles))  # the row's prompt and response are contents[end - 2] and [end - 1]
         meta.append((obj.policy, obj.use_case, obj.adversarial, obj.formulation, obj.source))
-        numbers.append((not all(row_texts), _count_words(prompt), _count_words(response)))
+        empty.append(not all(row_texts))
         pii.append(counts)
 
     # Columns: valid rows fill the positions without a problem, the others stay null.
@@ -107,6 +108,9 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
     # come first; a prompt of fewer than n words has no n-gram set of its own (prompt_grams -1).
     words = dedup.split_words(streams)
     prompt_words = words.counts[0::2]
+    texts = pa.array(contents, pa.string())
+    turns = np.asarray(ends, dtype=np.int64)[:, None] - [2, 1]  # [rows, 2]: prompt, response
+    whitespace_words = word_counts(texts, contents)[turns] if len(turns) else np.zeros((0, 2), np.int64)
     flat, offsets = dedup.gram_hashes_flat(words.hashes, prompt_words + words.counts[1::2], shingle_n)
     in_prompt = np.repeat(np.arange(len(streams)) % 2 == 0, words.counts)
     cols = {
@@ -115,27 +119,46 @@ def _prepare_batch(batch: pa.Table, policies: Policies, shingle_n: int) -> pa.Ta
         "detail": pa.array([p and p[2] for p in problems], pa.string()),
         "id": pa.array(ids, pa.string()),
         "messages": pa.ListArray.from_arrays(pa.array(msg_offsets, pa.int32()), pa.StructArray.from_arrays(
-            [pa.array(roles, pa.string()), pa.array(contents, pa.string())], fields=list(MESSAGE))),
+            [pa.array(roles, pa.string()), texts], fields=list(MESSAGE))),
         "shingles": lists(flat, np.diff(offsets)),
         "key": column(words.keys.take(pa.array(np.arange(0, len(streams), 2))), "key"),
         "prompt_hashes": lists(words.hashes[in_prompt], prompt_words),
         "response_hashes": lists(words.hashes[~in_prompt], words.counts[1::2]),
         "prompt_grams": column(pa.array(np.where(prompt_words >= shingle_n, prompt_words - shingle_n + 1, -1), pa.int32()),
                                "prompt_grams"),
+        "empty": column(empty, "empty"),
+        "prompt_words": column(pa.array(whitespace_words[:, 0], pa.int32()), "prompt_words"),
+        "response_words": column(pa.array(whitespace_words[:, 1], pa.int32()), "response_words"),
     }
-    for names, rows in ((_META, meta), (("empty", "prompt_words", "response_words"), numbers),
-                        ([f"pii_{k}" for k in PII_KINDS], pii)):
+    for names, rows in ((_META, meta), ([f"pii_{k}" for k in PII_KINDS], pii)):
         for name, values in zip(names, zip(*rows) if rows else [[] for _ in names]):
             cols[name] = column(list(values), name)
     return pa.table(cols).select(PREPARED.names).cast(PREPARED)
 
 
-def _count_words(text: str) -> int:
-    """len(text.split()) for a normalised text, without building the words: printable ASCII holds no
-    whitespace but " ", and normalise leaves no double, leading or trailing space."""
-    if text.isascii() and text.isprintable():
-        return text.count(" ") + 1 if text else 0
-    return len(text.split())
+# Bytes that str.split() splits ASCII text at.
+_ASCII_WHITESPACE = np.zeros(256, dtype=bool)
+_ASCII_WHITESPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+
+
+def word_counts(texts: pa.StringArray, strings: list[str]) -> np.ndarray:
+    """len(t.split()) for each of `texts` (the same texts as `strings`): numpy over the UTF-8 buffer for
+    ASCII texts (a word starts where a non-whitespace byte follows whitespace or a text's start), the
+    Python split for the few texts with other bytes (Unicode has more whitespace than ASCII)."""
+    offsets = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)
+    data = np.frombuffer(texts.buffers()[2], np.uint8)[offsets[0]:offsets[-1]] if offsets[-1] > offsets[0] else np.zeros(0, np.uint8)
+    offsets -= offsets[0]
+    space = data <= 32  # then the few control bytes among them looked up (most are " " and "\n")
+    odd = np.flatnonzero(space & (data != 32) & (data != 10))
+    space[odd] = _ASCII_WHITESPACE[data[odd]]
+    starts = ~space
+    starts[1:] &= space[:-1]
+    first = offsets[:-1][offsets[:-1] < offsets[1:]]  # each non-empty text's first byte starts a word unless it is whitespace
+    starts[first] = ~space[first]
+    counts = np.diff(np.searchsorted(np.flatnonzero(starts), offsets))
+    for i in np.flatnonzero(np.diff(np.searchsorted(np.flatnonzero(data >= 128), offsets))).tolist():
+        counts[i] = len(strings[i].split())
+    return counts
 
 
 @dataclass
