@@ -125,6 +125,25 @@ def test_held_out_prompt_in_tuning_data_is_contaminated(cfg, tmp_path):
     assert q["leak2"]["reason"] == "contaminated" and "10-gram overlap" in q["leak2"]["detail"]
 
 
+def test_near_copy_of_a_contaminated_row_is_kept(cfg, tmp_path):
+    """Decontamination comes before near-dedup: a row that is only similar to a contaminated (dropped)
+    row is not a duplicate of anything kept, although near-dup candidates are searched beside the
+    contamination check."""
+    response = " ".join(f"step {k}: check the {TOPICS[k % 10]} log for entry {k} and note it." for k in range(12))
+    leaked = row("leak", EVAL["harmful"][0]["prompt"], response)
+    copy = row("copy", "How should I audit my own logs?", response)
+    write_jsonl(tmp_path / "raw" / "c.jsonl", [leaked, copy])
+    report = curate.run(cfg)
+    q = {r["id"]: r for r in quarantine(tmp_path)}
+    assert q["leak"]["reason"] == "contaminated" and "copy" not in q
+    assert report["quarantined_by_reason"] == {"contaminated": 1}
+    # The same pair without the held-out set: the later row is a near duplicate of the first.
+    (tmp_path / "eval" / "harmful.jsonl").write_text(json.dumps({**EVAL["harmful"][0], "prompt": "Unrelated words here"}) + "\n")
+    curate.run(cfg)
+    q = {r["id"]: r for r in quarantine(tmp_path)}
+    assert "leak" not in q and q["copy"]["reason"] == "near_duplicate" and "'leak'" in q["copy"]["detail"]
+
+
 def test_exact_and_near_duplicates_and_pii(cfg, tmp_path):
     rows = good_rows()
     dup = row("dup", rows[0]["messages"][0]["content"].upper() + "!!", "Different answer entirely.")

@@ -269,12 +269,17 @@ def _filter_rows(table: pa.Table, source: pa.Table, files: list[str], index: ded
     copies = first != live
     drop(live[copies], "exact_duplicate", "exact_dedup", [f"same prompt as '{ids[j]}'" for j in first[copies]])
     flat, offsets = dedup.flat_lists(table.column("shingles"))
-    found = contaminated(table, flat, offsets, np.flatnonzero(alive), index, p)
-    drop([i for i, _ in found], "contaminated", "decontaminate",
-         [f"matches held-out '{eval_ids[ref]}' ({method}, jaccard {sim})" for _, (ref, method, sim) in found])
     live = np.flatnonzero(alive)
-    live_flat, live_offsets = dedup.gather(flat, offsets, live)
-    near = dedup.near_duplicates_flat(live_flat, live_offsets, p.num_perm, p.lsh_bands, p.near_dup_threshold)
+    with ThreadPoolExecutor(1) as beside:
+        # Near-duplicate candidates among the rows left so far are found beside the contamination
+        # check (rensa and numpy release the GIL); contaminated rows then take no part in resolving
+        # them, which gives exactly what a search among the rows left after decontamination gives.
+        live_flat, live_offsets = dedup.gather(flat, offsets, live)
+        pairs = beside.submit(dedup.candidate_pairs_flat, live_flat, live_offsets, p.num_perm, p.lsh_bands)
+        found = contaminated(table, flat, offsets, live, index, p)
+        drop([i for i, _ in found], "contaminated", "decontaminate",
+             [f"matches held-out '{eval_ids[ref]}' ({method}, jaccard {sim})" for _, (ref, method, sim) in found])
+        near = dedup.resolve_pairs(*pairs.result(), len(live), p.near_dup_threshold, absent=~alive[live])
     drop(live[[m.index for m in near]], "near_duplicate", "near_dedup",
          [f"near duplicate of '{ids[int(live[m.other])]}' (jaccard {m.similarity})" for m in near])
     return alive, drops

@@ -259,27 +259,35 @@ def near_duplicates(texts: Sequence[str], sig: np.ndarray, shingle_n: int, bands
 def near_duplicates_flat(flat: np.ndarray, offsets: np.ndarray, num_perm: int, bands: int,
                          threshold: float) -> list[Match]:
     """`near_duplicates` for rows given as shingle hashes in a flat layout (row i is
-    flat[offsets[i]:offsets[i+1]], repeats allowed), without a Python object per row.
+    flat[offsets[i]:offsets[i+1]], repeats allowed), without a Python object per row."""
+    pairs, sims = candidate_pairs_flat(flat, offsets, num_perm, bands)
+    return resolve_pairs(pairs, sims, len(offsets) - 1, threshold)
+
+
+def candidate_pairs_flat(flat: np.ndarray, offsets: np.ndarray, num_perm: int, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """The LSH candidate pairs (i < j, sorted) of rows in a flat layout and their exact Jaccard.
 
     rensa digests every row and flags the rows that share a band with another row (its bands are the
     same contiguous num_perm/bands slices as `band_keys`, tests/data check it); only flagged rows,
     the sources and copies of duplicates, are converted to numpy signatures and paired, and the
-    pairs' exact Jaccard is computed for all of them at once (`pair_jaccard`).
+    pairs' exact Jaccard is computed for all of them at once (`pair_jaccard`). Whether two rows are a
+    candidate pair does not depend on the other rows.
     """
     n = len(offsets) - 1
     if num_perm % bands:
         raise ValueError(f"num_perm {num_perm} is not divisible by lsh_bands {bands}")
+    none = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64)
     if n < 2:
-        return []
+        return none
     matrix = _digest_matrix(flat, offsets, num_perm)
-    flags = rensa.RMinHashLSH(threshold, num_perm, bands).query_duplicate_flags_matrix_one_shot(matrix)
+    flags = rensa.RMinHashLSH(0.5, num_perm, bands).query_duplicate_flags_matrix_one_shot(matrix)  # threshold unused
     flagged = np.flatnonzero(np.fromiter(flags, dtype=bool, count=n))
     if len(flagged) < 2:
-        return []
+        return none
     sub_flat, sub_offsets = gather(flat, offsets, flagged)
     sig = _signatures(_digest_matrix(sub_flat, sub_offsets, num_perm), len(flagged), num_perm)
     local = pair_array(band_keys(sig, bands))  # rows of the flagged subset; order is kept (flagged ascends)
-    return resolve_pairs(flagged[local], pair_jaccard(sub_flat, sub_offsets, local), n, threshold)
+    return flagged[local], pair_jaccard(sub_flat, sub_offsets, local)
 
 
 def pair_jaccard(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -350,13 +358,15 @@ def _pair_jaccard_renumbered(values: np.ndarray, bounds: np.ndarray, rows: np.nd
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def resolve_pairs(pairs: np.ndarray, sims: np.ndarray, n: int, threshold: float) -> list[Match]:
+def resolve_pairs(pairs: np.ndarray, sims: np.ndarray, n: int, threshold: float,
+                  absent: np.ndarray | None = None) -> list[Match]:
     """Keep-first resolution of sorted candidate pairs (i < j) with their Jaccard: j goes if it is
-    similar (>= threshold) to an i that is kept, the lowest such i naming the match."""
+    similar (>= threshold) to an i that is kept, the lowest such i naming the match. Rows where
+    `absent` is True take no part (as if they were not there)."""
     similar = sims >= threshold
     pairs, sims = pairs[similar], sims[similar]
     order = np.lexsort((pairs[:, 0], pairs[:, 1])) if len(pairs) else np.zeros(0, dtype=np.int64)
-    kept = np.ones(n, dtype=bool)
+    kept = np.ones(n, dtype=bool) if absent is None else ~absent
     drops = []
     for (i, j), sim in zip(pairs[order].tolist(), sims[order].tolist()):
         if kept[j] and kept[i]:
