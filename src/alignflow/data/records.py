@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Sequence
+from typing import Any, Iterable, Literal, NamedTuple, Optional, Sequence
 
 import msgspec
 import numpy as np
@@ -31,9 +30,9 @@ _KNOWN_FIELDS = frozenset(FIELDS) | frozenset(OPTIONAL_FIELDS)
 _MESSAGE_KEYS = frozenset(("role", "content"))
 
 
-@dataclass(frozen=True)
-class Dropped:
-    """One quarantined row: where it came from, which filter dropped it and why."""
+class Dropped(NamedTuple):
+    """One quarantined row: where it came from, which filter dropped it and why. A NamedTuple: a run
+    can drop tens of thousands of rows, and a tuple is built ~3x faster than a frozen dataclass."""
 
     file: str
     line: int
@@ -49,7 +48,7 @@ class Dropped:
         return f"{at}: field '{self.field}': {self.detail}" if self.field else f"{at}: {self.detail}"
 
     def as_row(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 def check_row(obj: Any, policies: Policies) -> tuple[str, str | None, str] | None:

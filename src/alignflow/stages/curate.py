@@ -111,8 +111,8 @@ def run(cfg: Config) -> dict:
 
 def write_outputs(cfg: Config, out: StageOutput) -> None:
     """train/val/quarantine Parquet files, swapped in as one folder; then the report and coverage JSON."""
-    q = {c: [getattr(d, c) for d in out.dropped] for c in QUARANTINE_SCHEMA.names}
-    tables = {"quarantine": pa.table(q, schema=QUARANTINE_SCHEMA)}
+    columns = dict(zip(Dropped._fields, zip(*out.dropped))) if out.dropped else dict.fromkeys(Dropped._fields, ())
+    tables = {"quarantine": pa.table({c: list(columns[c]) for c in QUARANTINE_SCHEMA.names}, schema=QUARANTINE_SCHEMA)}
     for split in ("train", "val"):
         part = out.kept.filter(pc.equal(out.kept.column("split"), split))
         # One chunk and the bare schema (no datasets metadata): the same bytes for the same rows.
