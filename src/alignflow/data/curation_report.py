@@ -44,9 +44,6 @@ def _lengths(counts: np.ndarray) -> dict[str, float]:
             "max": int(q[4]), "mean": round(float(n.mean()), 2)}
 
 
-_GRAM_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd
-
-
 class WordHashes:
     """Texts given as their words' 64-bit hashes in a flat layout (values, offsets: dedup.split_words,
     which the curate workers run anyway), so that `text.distinct_ratio` of any subset of them is a few
@@ -74,7 +71,7 @@ class WordHashes:
         out, code = {}, values
         for n in range(1, max(ns, default=0) + 1):
             if n > 1:
-                code = code[:-1] * _GRAM_MULT + values[n - 1:]  # wraps around mod 2**64
+                code = code[:-1] * dedup.GRAM_MULT + values[n - 1:]  # wraps around mod 2**64
             if n in ns:
                 grams = np.sort(code[room[:len(code)] >= n])  # numpy's vectorised sort
                 distinct = int(len(grams) > 0) + int(np.count_nonzero(grams[1:] != grams[:-1]))

@@ -29,7 +29,7 @@ _LOW_MASK = (1 << 20) - 1  # ReferenceIndex's prefilter table: 2**20 entries (1 
 
 _U64 = np.uint64
 _BYTE_MULT = _U64(0x100000001B3)  # odd: the polynomial over a word's bytes
-_GRAM_MULT = _U64(0x9E3779B97F4A7C15)  # odd: the polynomial over an n-gram's word hashes
+GRAM_MULT = _U64(0x9E3779B97F4A7C15)  # odd: the polynomial over an n-gram's word hashes
 _MASK64 = (1 << 64) - 1
 
 
@@ -111,7 +111,7 @@ def gram_hashes_flat(hashes: np.ndarray, counts: np.ndarray, n: int) -> tuple[np
     first = np.flatnonzero(np.arange(len(hashes)) + n <= np.repeat(ends, counts))  # full n-grams
     acc = np.zeros(len(first), dtype=np.uint64)
     for k in range(n):
-        acc = acc * _GRAM_MULT + hashes[first + k]
+        acc = acc * GRAM_MULT + hashes[first + k]
     group = np.repeat(np.arange(len(counts)), grams)
     out[offsets[:-1][group] + first - (ends - counts)[group]] = _mix(acc)
     if len(short):  # rare: texts of fewer than n words
@@ -119,7 +119,7 @@ def gram_hashes_flat(hashes: np.ndarray, counts: np.ndarray, n: int) -> tuple[np
         for g in short.tolist():
             a = 0
             for h in hashes[ends[g] - counts[g]:ends[g]].tolist():
-                a = (a * int(_GRAM_MULT) + h) & _MASK64
+                a = (a * int(GRAM_MULT) + h) & _MASK64
             values.append(a)
         out[offsets[:-1][short]] = _mix(np.array(values, dtype=np.uint64) ^ _U64(n))
     return out, offsets
