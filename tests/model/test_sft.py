@@ -156,8 +156,9 @@ ALL_PROJECTIONS = ("query", "key", "value", "attention_output", "feedforward_gat
 
 
 def test_lora_runs_factored_with_keras_merged_values_and_gradients(tiny_model):
-    """Each LoRA layer computes x W + s (x A) B: the same outputs and A/B gradients as Keras' merged
-    x (W + s A B), and neither pass forms a kernel-sized matrix (A B, or the full weight gradient)."""
+    """Each LoRA layer computes x W + s (x A) B: the same outputs and A, B and input gradients as Keras'
+    merged x (W + s A B) (the backward pass is hand-written), and neither pass forms a kernel-sized
+    matrix (A B, or the full weight gradient)."""
     import jax
     import jax.numpy as jnp
 
@@ -173,16 +174,16 @@ def test_lora_runs_factored_with_keras_merged_values_and_gradients(tiny_model):
         features = 1 if isinstance(layer, keras.layers.Dense) else len(layer.equation.split(",")[0]) - 2
         x = jnp.asarray(rng.normal(size=(3, 7, *layer._kernel.shape[:features])).astype("float32"))
 
-        def loss(a, b, call, layer=layer, x=x):
+        def loss(a, b, x, call, layer=layer):
             with keras.StatelessScope(state_mapping=[(layer.lora_kernel_a, a), (layer.lora_kernel_b, b)]):
                 out = call(x)
             return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape))), out
 
-        merged = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(a0, b0, type(layer).call.__get__(layer))
-        factored = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(a0, b0, layer.call)
+        merged = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(a0, b0, x, type(layer).call.__get__(layer))
+        factored = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(a0, b0, x, layer.call)
         np.testing.assert_allclose(factored[0][1], merged[0][1], rtol=1e-4, atol=1e-4, err_msg=layer.name)
         for got, want in zip(factored[1], merged[1]):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=layer.name)
-        jaxpr = jax.make_jaxpr(jax.grad(lambda a, b, layer=layer: loss(a, b, layer.call)[0], argnums=(0, 1)))(a0, b0)
+        jaxpr = jax.make_jaxpr(jax.grad(lambda a, b, layer=layer, x=x: loss(a, b, x, layer.call)[0], argnums=(0, 1)))(a0, b0)
         dots = [v.aval.size for e in jaxpr.eqns if e.primitive.name == "dot_general" for v in e.outvars]
         assert dots and int(np.prod(layer._kernel.shape)) not in dots, layer.name

@@ -167,14 +167,47 @@ def _factored_lora_call(layer):
     def project(inputs, kernel):
         return ops.einsum(layer.equation, inputs, kernel) if einsum else ops.matmul(inputs, kernel)
 
+    low_rank = _low_rank_product(project)
+
     def call(inputs, training=None):
-        low_rank = ops.matmul(project(inputs, layer.lora_kernel_a), layer.lora_kernel_b)
-        x = ops.add(project(inputs, layer._kernel), ops.multiply(low_rank, scale))
+        delta = low_rank(inputs, layer.lora_kernel_a.value, layer.lora_kernel_b.value)
+        x = ops.add(project(inputs, layer._kernel), ops.multiply(delta, scale))
         if layer.bias is not None:
             x = ops.add(x, layer.bias)
         return layer.activation(x) if layer.activation is not None else x
 
     return call
+
+
+def _low_rank_product(project):
+    """(x A) B with a hand-written backward pass in which B's gradient is a multiply-and-sum.
+
+    JAX differentiates the product into a dot (x A)^T dY that XLA:CPU runs with dY transposed, and
+    it fuses the elementwise ops producing dY (the SwiGLU gate's derivative, for the gate projection)
+    into that transposed copy, which then reads every input column by column: 34 ms a layer, 12% of
+    the default tune step (benchmarks/train/op_profile.py). Summing (x A)[..., r] * dY[..., :] over
+    positions reads dY in its own order. x's and A's gradients are those of `project` itself.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def product(x, a, b):
+        return jnp.matmul(project(x, a), b)
+
+    def forward(x, a, b):
+        xa = project(x, a)
+        return jnp.matmul(xa, b), (x, a, b, xa)
+
+    def backward(saved, grad):
+        x, a, b, xa = saved
+        grad_b = jnp.sum(xa[..., :, None] * grad[..., None, :], axis=tuple(range(xa.ndim - 1)))
+        _, pull = jax.vjp(project, x, a)
+        grad_x, grad_a = pull(jnp.matmul(grad, b.T))
+        return grad_x, grad_a, grad_b
+
+    product.defvjp(forward, backward)
+    return product
 
 
 def lora_weight_names(backbone) -> set[str]:
