@@ -180,13 +180,14 @@ def _factored_lora_call(layer):
 
 
 def _low_rank_product(project):
-    """(x A) B with a hand-written backward pass in which B's gradient is a multiply-and-sum.
+    """(x A) B with a hand-written backward pass that contracts B's gradient as dY^T (x A).
 
-    JAX differentiates the product into a dot (x A)^T dY that XLA:CPU runs with dY transposed, and
-    it fuses the elementwise ops producing dY (the SwiGLU gate's derivative, for the gate projection)
-    into that transposed copy, which then reads every input column by column: 34 ms a layer, 12% of
-    the default tune step (benchmarks/train/op_profile.py). Summing (x A)[..., r] * dY[..., :] over
-    positions reads dY in its own order. x's and A's gradients are those of `project` itself.
+    JAX differentiates the product into the dot (x A)^T dY, which XLA:CPU runs with dY transposed,
+    and it fuses the elementwise ops producing dY (the SwiGLU gate's derivative, for the gate
+    projection) into that transposed copy, which then reads every input column by column: 34 ms a
+    layer, 12% of the default tune step (benchmarks/train/op_profile.py). Written as dY^T (x A), with
+    dY as the left operand, XLA reads dY in its own order; the [d_out, r] result is transposed (it is
+    small). x's and A's gradients are those of `project` itself.
     """
     import jax
     import jax.numpy as jnp
@@ -201,7 +202,8 @@ def _low_rank_product(project):
 
     def backward(saved, grad):
         x, a, b, xa = saved
-        grad_b = jnp.sum(xa[..., :, None] * grad[..., None, :], axis=tuple(range(xa.ndim - 1)))
+        grad_rows, xa_rows = grad.reshape(-1, grad.shape[-1]), xa.reshape(-1, xa.shape[-1])
+        grad_b = jax.lax.dot_general(grad_rows, xa_rows, (((0,), (0,)), ((), ()))).T  # [d_out, r] -> [r, d_out]
         _, pull = jax.vjp(project, x, a)
         grad_x, grad_a = pull(jnp.matmul(grad, b.T))
         return grad_x, grad_a, grad_b
